@@ -1,0 +1,130 @@
+"""The gateway's error tree; each class is one HTTP status and one OpenAI ``type``/``code``.
+
+    GatewayError                       500 api_error / internal_error
+    ├── InvalidRequest                 400 invalid_request_error / invalid_request
+    │   └── RequestTooLarge            413 invalid_request_error / request_too_large
+    ├── AuthenticationFailed           401 invalid_request_error / invalid_api_key
+    ├── PermissionDenied               403 permission_denied / permission_denied
+    ├── ModelNotFound                  404 invalid_request_error / model_not_found
+    ├── RateLimited                    429 rate_limit_exceeded / rate_limit_exceeded
+    └── UpstreamError                  502 api_error / upstream_error
+        ├── UpstreamUnavailable        503 api_error / upstream_unavailable
+        │   └── UpstreamOverloaded     503 api_error / upstream_overloaded
+        └── UpstreamTimeout            504 api_error / upstream_timeout
+
+One renderer (``to_body``) turns any of them into OpenAI's
+``{"error": {"message", "type", "param", "code"}}``; inside a stream the same body is
+one ``data:`` event followed by ``data: [DONE]``. Messages are written for the caller:
+never a traceback, an upstream URL, a key or another team's name.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway answers with."""
+
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "api_error"
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(
+        self,
+        message: str = "The gateway failed to handle the request.",
+        *,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.headers = headers or {}
+
+    def to_body(self) -> dict[str, dict[str, str | None]]:
+        """The OpenAI error envelope."""
+        return {
+            "error": {"message": self.message, "type": self.type, "param": self.param,
+                      "code": self.code}
+        }
+
+    def to_json(self) -> bytes:
+        """The envelope as compact JSON bytes."""
+        return json.dumps(self.to_body(), separators=(",", ":")).encode()
+
+
+class InvalidRequest(GatewayError):
+    """The request is malformed or asks for something the gateway refuses."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class RequestTooLarge(InvalidRequest):
+    """The body is larger than ``LGW_MAX_BODY_BYTES``."""
+
+    status = 413
+    code = "request_too_large"
+
+
+class AuthenticationFailed(GatewayError):
+    """No key, a malformed key, or a key that is unknown or revoked."""
+
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(GatewayError):
+    """The caller's team may not do this."""
+
+    status = 403
+    type = "permission_denied"
+    code = "permission_denied"
+
+
+class ModelNotFound(GatewayError):
+    """``model`` names no task that the caller's team can use."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class RateLimited(GatewayError):
+    """A limit of the caller's team or key is exhausted."""
+
+    status = 429
+    type = "rate_limit_exceeded"
+    code = "rate_limit_exceeded"
+
+
+class UpstreamError(GatewayError):
+    """The backend answered with an error or with something that is not its protocol."""
+
+    status = 502
+    type = "api_error"
+    code = "upstream_error"
+
+
+class UpstreamUnavailable(UpstreamError):
+    """No replica of the pool could be reached."""
+
+    status = 503
+    code = "upstream_unavailable"
+
+
+class UpstreamOverloaded(UpstreamUnavailable):
+    """Every replica tried refused the request for load (TGI "Model is overloaded")."""
+
+    code = "upstream_overloaded"
+
+
+class UpstreamTimeout(UpstreamError):
+    """The backend did not answer in time."""
+
+    status = 504
+    code = "upstream_timeout"

@@ -1,0 +1,27 @@
+"""The registry: teams, keys, adapters, pools and mappings, and where they are stored."""
+
+from gateway.registry.models import (
+    Adapter,
+    ApiKey,
+    Limits,
+    Mapping,
+    Pool,
+    Registry,
+    Target,
+    Team,
+    parse_lora_adapters,
+)
+from gateway.registry.snapshot import Snapshot
+
+__all__ = [
+    "Adapter",
+    "ApiKey",
+    "Limits",
+    "Mapping",
+    "Pool",
+    "Registry",
+    "Snapshot",
+    "Target",
+    "Team",
+    "parse_lora_adapters",
+]

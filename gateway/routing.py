@@ -1,0 +1,60 @@
+"""Stage 2, resolve: the task in ``model`` -> the adapter -> a pool that loaded it -> a replica."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from gateway.auth import Principal
+from gateway.errors import ModelNotFound, UpstreamUnavailable
+from gateway.registry import Pool, Snapshot, Target
+
+# TGI's OpenAI routes treat `model` as the adapter id, and "tgi" as the base model
+# (router/src/lib.rs: `model.filter(|m| *m != "tgi")`; reference/tgi-protocol.md §1).
+TGI_BASE_MODEL = "tgi"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one request goes: task, adapter, pool and replica."""
+
+    task: str
+    adapter: str
+    pool: Pool
+    endpoint: str
+
+    @property
+    def upstream_model(self) -> str:
+        """What to send as ``model``: the adapter id, or TGI's name for the base model."""
+        return TGI_BASE_MODEL if self.adapter == self.pool.base_model else self.adapter
+
+
+def resolve(principal: Principal, task: str, snapshot: Snapshot, rng: random.Random) -> Route:
+    """The route for ``task``; ``ModelNotFound`` when the team has no such task.
+
+    The adapter always comes from the registry, never from the client, and only a pool
+    that loaded it is chosen: TGI would answer an unknown id with the base model.
+    """
+    mapping = snapshot.mapping(principal.team.name, task)
+    if mapping is None:
+        raise ModelNotFound(f"The model '{_printable(task)}' does not exist or you do not have "
+                            "access to it.", param="model")
+    adapter = pick_target(mapping.choices, rng).adapter
+    pools = snapshot.pools_by_adapter.get(adapter, ())
+    if not pools:
+        raise UpstreamUnavailable("No backend currently serves this model.")
+    pool = pools[0] if len(pools) == 1 else rng.choice(pools)
+    endpoint = pool.endpoints[0] if len(pool.endpoints) == 1 else rng.choice(pool.endpoints)
+    return Route(task=task, adapter=adapter, pool=pool, endpoint=endpoint)
+
+
+def pick_target(targets: tuple[Target, ...], rng: random.Random) -> Target:
+    """A weighted random choice among a mapping's targets (canary splits)."""
+    if len(targets) == 1:
+        return targets[0]
+    return rng.choices(targets, weights=[t.weight for t in targets])[0]
+
+
+def _printable(name: str) -> str:
+    """The client's own ``model`` string, trimmed for echoing in an error message."""
+    return name[:64].encode("ascii", "replace").decode()

@@ -1,0 +1,52 @@
+"""Every setting of the service, read from the environment (prefix ``LGW_``).
+
+Nothing else in the package reads ``os.environ``: ``create_app(settings)`` receives a
+``Settings`` and passes what each part needs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Service settings; each field maps to ``LGW_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="LGW_", extra="ignore", frozen=True)
+
+    host: str = "0.0.0.0"  # noqa: S104 - a container listens on all interfaces
+    """Address both planes bind to."""
+    port: int = Field(8080, ge=0, le=65535)
+    """Data-plane port: ``/v1/*``, ``/healthz``, ``/readyz``."""
+    admin_port: int = Field(8081, ge=0, le=65535)
+    """Admin-plane port: ``/admin/v1/*``, ``/metrics``. Keep it off the public Service."""
+
+    policies: Path | None = None
+    """A policy YAML file or a folder of them: the registry when no Redis is configured."""
+    redis_url: str | None = None
+    """Redis holding the shared registry and limits; unset means single-node demo mode."""
+    admin_token: SecretStr | None = None
+    """The org admin token; without it the admin plane refuses every call."""
+    key_pepper: SecretStr | None = None
+    """Secret mixed into every stored API-key hash (HMAC-SHA256). Required once keys exist."""
+
+    max_body_bytes: int = Field(1_000_000, gt=0)
+    """Largest request body accepted on the data plane; larger gets 413."""
+    default_max_tokens: int = Field(1024, gt=0)
+    """``max_tokens`` sent upstream when the client gives none (TGI would use the context)."""
+    max_tokens_cap: int = Field(4096, gt=0)
+    """Largest ``max_tokens`` the gateway forwards; larger requests get 400."""
+
+    upstream_connect_timeout: float = Field(2.0, gt=0)
+    """Seconds to open a connection to a TGI replica."""
+    upstream_first_event_timeout: float = Field(60.0, gt=0)
+    """Seconds to wait for the response head and the first streamed event."""
+    upstream_idle_timeout: float = Field(30.0, gt=0)
+    """Seconds without any byte from upstream before a response is cut."""
+    upstream_total_timeout: float = Field(600.0, gt=0)
+    """Overall deadline of one upstream exchange, stream included."""
+    upstream_max_connections: int = Field(512, gt=0)
+    """Connection-pool size of the process towards all upstreams."""

@@ -1,0 +1,6 @@
+"""A TGI simulator for the demo, the tests and the benchmarks."""
+
+from gateway.sim.faults import Fault
+from gateway.sim.server import SeenRequest, SimConfig, Simulator
+
+__all__ = ["Fault", "SeenRequest", "SimConfig", "Simulator"]

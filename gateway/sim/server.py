@@ -1,0 +1,393 @@
+"""A TGI simulator: TGI v3.3's HTTP routes and wire format, field for field, quirks kept.
+
+What it copies from TGI (reference/tgi-protocol.md): ``data:`` framing without a space;
+chat ``id`` always ``""``; no role-only chunk; the ``choices: []`` usage chunk; raw
+``stop_sequence``; stream errors as HTTP 200 events followed by ``data:[DONE]`` (chat,
+completions) or by nothing (``/generate_stream``); 429 "Model is overloaded" past
+``max_concurrent_requests``; 422 validation errors; Gemma's refusal of ``system``; and the
+silent fallback: an unknown adapter id is answered by the base model with HTTP 200.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from gateway.registry.models import parse_lora_adapters
+from gateway.sim import protocol
+from gateway.sim.faults import Fault, fault_for
+from gateway.sim.generation import Generation, TemplateError, apply_gemma_template, generate
+
+VERSION = "3.3.6-dev0"
+FINGERPRINT = f"{VERSION}-native"
+
+
+@dataclass
+class SimConfig:
+    """How the simulated TGI replica behaves."""
+
+    model_id: str = "google/gemma-2-2b-it"
+    lora_adapters: str = ""
+    """TGI's ``LORA_ADAPTERS`` value (comma-separated, ``id@rev`` and ``name=path`` allowed)."""
+    max_concurrent_requests: int = 128
+    max_input_tokens: int = 8191
+    max_total_tokens: int = 8192
+    max_stop_sequences: int = 4
+    ttft: float = 0.0
+    """Seconds before the first token."""
+    itl: float = 0.0
+    """Seconds between tokens."""
+    stall_seconds: float = 300.0
+    faults: dict[str, Fault] = field(default_factory=dict)
+    """Adapter id (or the base model id) -> the fault every request to it gets."""
+
+
+@dataclass
+class SeenRequest:
+    """One request as the simulator received it, and how it ended."""
+
+    path: str
+    body: Any
+    headers: dict[str, str]
+    served_by: str = ""
+    outcome: str = "open"  # open | ok | error | disconnected | reset
+
+
+class Simulator:
+    """The simulated replica: an aiohttp app plus what it saw, for tests to inspect."""
+
+    def __init__(self, config: SimConfig | None = None) -> None:
+        self.config = config or SimConfig()
+        self.adapters = frozenset(parse_lora_adapters(self.config.lora_adapters))
+        self.seen: list[SeenRequest] = []
+        self._changed = threading.Condition()
+        self._inflight = 0
+        self._counters: dict[str, int] = {}
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # -- lifecycle -------------------------------------------------------------------
+    def app(self) -> web.Application:
+        """The aiohttp application with TGI's routes."""
+        app = web.Application(client_max_size=2_000_000)  # TGI's --payload-limit default
+        routes = [
+            web.post("/v1/chat/completions", self._chat),
+            web.post("/v1/completions", self._completions),
+            web.post("/generate", self._generate),
+            web.post("/generate_stream", self._generate_stream),
+            web.get("/info", self._info),
+            web.get("/health", self._health),
+            web.get("/metrics", self._metrics),
+            web.get("/v1/models", self._models),
+        ]
+        app.add_routes(routes)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve on ``host:port`` (0 picks a free port) in the running loop; returns the URL."""
+        # handler_cancellation: a client that goes away cancels its handler, as TGI drops it.
+        self._runner = web.AppRunner(self.app(), handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        sockets = self._runner.addresses
+        self.url = f"http://{host}:{sockets[0][1]}"
+        return self.url
+
+    async def stop(self) -> None:
+        """Stop serving."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- what tests look at ------------------------------------------------------------
+    def wait_for(self, predicate: Callable[[list[SeenRequest]], bool], timeout: float = 5) -> bool:
+        """Block until ``predicate(self.seen)`` holds (after any change), or the timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: predicate(self.seen), timeout)
+
+    def _record(self, seen: SeenRequest, outcome: str | None = None) -> None:
+        with self._changed:
+            if outcome is None:
+                self.seen.append(seen)
+            else:
+                seen.outcome = outcome
+            self._changed.notify_all()
+
+    # -- routes ------------------------------------------------------------------------
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body, error = await protocol.read_json(request)
+        if error is not None:
+            return error
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            return protocol.deserialize_error("missing field `messages`")
+        if not protocol.tgi_response_format_ok(body.get("response_format")):
+            return protocol.deserialize_error("response_format: unknown variant or missing `value`")
+        try:
+            prompt = apply_gemma_template(messages)
+        except TemplateError as exc:
+            return protocol.json_error(422, str(exc), "template_error")
+        requested = body.get("model")
+        parameters = {
+            "max_new_tokens": body.get("max_tokens", body.get("max_completion_tokens")),
+            "top_p": body.get("top_p"),
+            # chat maps temperature 0 to greedy decoding instead of rejecting it
+            "temperature": body.get("temperature") or None,
+            "frequency_penalty": body.get("frequency_penalty"),
+            "repetition_penalty": (body["presence_penalty"] + 2.0
+                                   if body.get("presence_penalty") is not None else None),
+            "stop": body.get("stop") or [],
+        }
+        adapter = None if requested in (None, "tgi") else requested
+        job = _Job(self, request, body, prompt, adapter, parameters)
+        model = requested if adapter is not None else self.config.model_id
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return await job.stream(protocol.ChatStream(model, FINGERPRINT, include_usage))
+        return await job.respond(lambda g: protocol.chat_completion(model, FINGERPRINT, g))
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        body, error = await protocol.read_json(request)
+        if error is not None:
+            return error
+        if body.get("suffix") is not None:
+            return protocol.json_error(
+                422, "Suffix is not supported and can be achieved by preprocessing the prompt.",
+                "suffix not supported")
+        prompt = body.get("prompt")
+        prompts = prompt if isinstance(prompt, list) else [prompt]
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            return protocol.deserialize_error("prompt: invalid type")
+        if len(prompts) > 4:
+            return protocol.json_error(422, "Number of prompts exceeds the maximum batch size",
+                                       "batch size exceeded")
+        requested = body.get("model")
+        adapter = None if requested in (None, "tgi") else requested
+        parameters = {"max_new_tokens": body.get("max_tokens"), "top_p": body.get("top_p"),
+                      "temperature": body.get("temperature") or None, "stop": body.get("stop") or []}
+        text = f"<start_of_turn>user\n{prompts[0]}<end_of_turn>"
+        job = _Job(self, request, body, text, adapter, parameters)
+        model = self.config.model_id  # /v1/completions always answers with the base model id
+        if body.get("stream"):
+            return await job.stream(protocol.CompletionStream(model, FINGERPRINT))
+        return await job.respond(lambda g: protocol.completion(model, FINGERPRINT, g))
+
+    async def _generate(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate_route(request, stream=False)
+
+    async def _generate_stream(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate_route(request, stream=True)
+
+    async def _generate_route(self, request: web.Request, stream: bool) -> web.StreamResponse:
+        body, error = await protocol.read_json(request)
+        if error is not None:
+            return error
+        inputs = body.get("inputs")
+        if not isinstance(inputs, str):
+            return protocol.deserialize_error("missing field `inputs`")
+        params = body.get("parameters") or {}
+        details = bool(params.get("details"))
+        job = _Job(self, request, body, f"<start_of_turn>user\n{inputs}", params.get("adapter_id"),
+                   params)
+        if stream:
+            return await job.stream(protocol.GenerateStream(details))
+        return await job.respond(lambda g: protocol.generate_response(g, details))
+
+    async def _info(self, request: web.Request) -> web.Response:
+        c = self.config
+        return web.json_response({
+            "model_id": c.model_id, "model_sha": None, "model_pipeline_tag": "text-generation",
+            "max_concurrent_requests": c.max_concurrent_requests, "max_best_of": 2,
+            "max_stop_sequences": c.max_stop_sequences, "max_input_tokens": c.max_input_tokens,
+            "max_total_tokens": c.max_total_tokens, "validation_workers": 2,
+            "max_client_batch_size": 4, "router": "text-generation-router", "version": VERSION,
+            "sha": None, "docker_label": None,
+        })
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    async def _models(self, request: web.Request) -> web.Response:
+        model = self.config.model_id
+        return web.json_response({"object": "list", "data": [
+            {"id": model, "object": "model", "created": 0, "owned_by": model}]})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        lines = [
+            "# TYPE tgi_queue_size gauge", "tgi_queue_size 0",
+            "# TYPE tgi_batch_current_size gauge", f"tgi_batch_current_size {self._inflight}",
+            "# TYPE tgi_request_count counter",
+            f"tgi_request_count {self._counters.get('count', 0)}",
+            "# TYPE tgi_request_success counter",
+            f"tgi_request_success {self._counters.get('success', 0)}",
+            "# TYPE tgi_request_failure counter",
+            *(f'tgi_request_failure{{err="{err}"}} {self._counters.get(err, 0)}'
+              for err in ("validation", "overloaded", "generation", "dropped", "template")),
+        ]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+    def _count(self, name: str) -> None:
+        self._counters[name] = self._counters.get(name, 0) + 1
+
+
+class _Job:
+    """One generation request, from admission to the last byte."""
+
+    def __init__(self, sim: Simulator, request: web.Request, body: Any, prompt: str,
+                 adapter: str | None, parameters: dict[str, Any]) -> None:
+        self.sim = sim
+        self.request = request
+        self.prompt = prompt
+        self.parameters = parameters
+        # TGI never validates adapter ids: unknown ones silently get the base model (#2505).
+        known = adapter is not None and adapter in sim.adapters
+        self.served_by = adapter if known and adapter else sim.config.model_id
+        self.seen = SeenRequest(request.path, body, dict(request.headers), self.served_by)
+        sim._record(self.seen)
+        sim._count("count")
+        self.fault = fault_for(request.headers.get("x-sim-fault"), prompt,
+                               sim.config.faults.get(self.served_by))
+
+    def _generation(self) -> Generation | str:
+        """The answer, or TGI's validation message for parameters it refuses."""
+        p = self.parameters
+        problem = protocol.validate(p, self.sim.config)
+        if problem:
+            return problem
+        max_new = p.get("max_new_tokens")
+        stop = p.get("stop") or []
+        stop = [stop] if isinstance(stop, str) else stop
+        limit = max_new if max_new is not None else 1024
+        return generate(self.served_by, self.prompt, limit, stop)
+
+    def _admit(self) -> bool:
+        cfg = self.sim.config
+        if self.fault is Fault.OVERLOAD or self.sim._inflight >= cfg.max_concurrent_requests:
+            self.sim._count("overloaded")
+            return False
+        self.sim._inflight += 1
+        return True
+
+    async def respond(self, render: Callable[[Generation], dict[str, Any]]) -> web.StreamResponse:
+        """A non-streamed answer."""
+        generation = self._generation()
+        if isinstance(generation, str):
+            self.sim._count("validation")
+            self.sim._record(self.seen, "error")
+            return protocol.json_error(422, generation, "validation")
+        if not self._admit():
+            self.sim._record(self.seen, "error")
+            return protocol.json_error(429, "Model is overloaded", "overloaded")
+        try:
+            return await self._respond_admitted(generation, render)
+        except asyncio.CancelledError:
+            self.sim._count("dropped")
+            self.sim._record(self.seen, "disconnected")
+            raise
+        finally:
+            self.sim._inflight -= 1
+
+    async def _respond_admitted(self, generation: Generation,
+                                render: Callable[[Generation], dict[str, Any]]) -> web.StreamResponse:
+        cfg = self.sim.config
+        started = time.monotonic()
+        if self.fault is Fault.RESET:
+            self._reset()
+            return web.Response(status=500)  # never sent: the connection is gone
+        if self.fault in (Fault.ERROR_BEFORE_CONTENT, Fault.ERROR_MID_STREAM):
+            self.sim._count("generation")
+            self.sim._record(self.seen, "error")
+            return protocol.json_error(424, protocol.GENERATION_ERROR, "generation")
+        delay = cfg.ttft + cfg.itl * max(0, len(generation.tokens) - 1)
+        if self.fault is Fault.STALL:
+            delay = cfg.stall_seconds
+        if delay:
+            await asyncio.sleep(delay)
+        self.sim._count("success")
+        self.sim._record(self.seen, "ok")
+        headers = protocol.timing_headers(self.prompt, generation, time.monotonic() - started)
+        return web.json_response(render(generation), headers=headers,
+                                 dumps=protocol.dumps)
+
+    async def stream(self, framing: protocol.Framing) -> web.StreamResponse:
+        """A streamed answer: the status is committed first, so every error is an event."""
+        response = web.StreamResponse(headers=protocol.stream_headers(self.prompt))
+        response.content_type = "text/event-stream"
+        await response.prepare(self.request)
+        generation = self._generation()
+        if isinstance(generation, str):
+            self.sim._count("validation")
+            self.sim._record(self.seen, "error")
+            await framing.error(response, generation, "validation")
+            return response
+        if not self._admit():
+            self.sim._record(self.seen, "error")
+            await framing.error(response, "Model is overloaded", "overloaded")
+            return response
+        try:
+            await self._stream_admitted(response, framing, generation)
+        except (asyncio.CancelledError, ConnectionResetError):
+            if self.seen.outcome == "open":
+                self.sim._count("dropped")
+                self.sim._record(self.seen, "disconnected")
+            raise
+        finally:
+            self.sim._inflight -= 1
+        return response
+
+    async def _stream_admitted(self, response: web.StreamResponse, framing: protocol.Framing,
+                               generation: Generation) -> None:
+        cfg = self.sim.config
+        if self.fault is Fault.ERROR_BEFORE_CONTENT:
+            self.sim._count("generation")
+            self.sim._record(self.seen, "error")
+            await framing.error(response, protocol.GENERATION_ERROR, "generation")
+            return
+        if cfg.ttft:
+            await asyncio.sleep(cfg.ttft)
+        for index, token in enumerate(generation.tokens):
+            if index == 2 and self.fault is Fault.ERROR_MID_STREAM:
+                self.sim._count("generation")
+                self.sim._record(self.seen, "error")
+                await framing.error(response, protocol.GENERATION_ERROR, "generation")
+                return
+            if index == 2 and self.fault is Fault.RESET:
+                self._reset()
+                return
+            if index and cfg.itl:
+                await asyncio.sleep(cfg.itl)
+            await framing.token(response, generation, index)
+            if index == 0 and self.fault is Fault.STALL:
+                await asyncio.sleep(cfg.stall_seconds)
+        await framing.finish(response, generation)
+        self.sim._count("success")
+        self.sim._record(self.seen, "ok")
+
+    def _reset(self) -> None:
+        self.sim._record(self.seen, "reset")
+        transport = self.request.transport
+        if transport is not None:
+            transport.abort()  # an RST, as a crashed replica or a killed pod gives
+
+
+def serve_forever(config: SimConfig, host: str, port: int) -> None:
+    """Run a simulator until interrupted (the ``lora-gateway sim`` command)."""
+
+    async def main() -> None:
+        sim = Simulator(config)
+        url = await sim.start(host, port)
+        print(json.dumps({"simulator": url, "model_id": config.model_id,
+                          "adapters": sorted(sim.adapters)}), flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await sim.stop()
+
+    asyncio.run(main())
