@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     max_tokens_cap: int = Field(4096, gt=0)
     """Largest ``max_tokens`` the gateway forwards; larger requests get 400."""
 
+    shutdown_grace_seconds: float = Field(25.0, ge=0)
+    """On SIGTERM, how long in-flight requests (streams included) may take to finish."""
+
     upstream_connect_timeout: float = Field(2.0, gt=0)
     """Seconds to open a connection to a TGI replica."""
     upstream_first_event_timeout: float = Field(60.0, gt=0)

@@ -1,0 +1,1 @@
+"""HTTP surfaces: the OpenAI data plane, probes, and (later) the admin plane."""

@@ -1,0 +1,123 @@
+"""The OpenAI-compatible data plane: each handler reads as the stages of DESIGN.md."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from litestar import Request, Response, get, post
+from litestar.response import Stream
+
+from gateway.auth import Principal, authenticate
+from gateway.errors import GatewayError
+from gateway.forward import exchange, open_stream, relay
+from gateway.plane import DataPlane
+from gateway.policy import max_tokens_for
+from gateway.registry import Snapshot
+from gateway.routing import Route, resolve
+from gateway.schemas import ChatRequest, CompletionRequest, parse
+
+T = TypeVar("T")
+AnyRequest = Request[Any, Any, Any]
+_JSON = "application/json"
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class ClientDisconnected(GatewayError):
+    """The client went away before the answer; nobody reads this response."""
+
+    status = 499
+    code = "client_closed_request"
+
+
+@post("/v1/chat/completions", status_code=200)
+async def chat_completions(request: AnyRequest) -> Response[bytes] | Stream:
+    """OpenAI chat completions, streamed or not."""
+    plane, snapshot, request_id = _begin(request)
+    principal = _authenticate(request, plane, snapshot)
+    chat = parse(ChatRequest, await request.body())
+    route = resolve(principal, chat.model, snapshot, plane.rng)
+    max_tokens = max_tokens_for(chat.requested_max_tokens, plane.settings)
+    body = plane.dialect.chat_body(chat, route, max_tokens)
+    return await _forward(request, plane, route, plane.dialect.chat_path, body,
+                          f"chatcmpl-{request_id}", chat.stream, chat.wants_usage)
+
+
+@post("/v1/completions", status_code=200)
+async def completions(request: AnyRequest) -> Response[bytes] | Stream:
+    """OpenAI legacy completions, streamed or not."""
+    plane, snapshot, request_id = _begin(request)
+    principal = _authenticate(request, plane, snapshot)
+    completion = parse(CompletionRequest, await request.body())
+    route = resolve(principal, completion.model, snapshot, plane.rng)
+    max_tokens = max_tokens_for(completion.requested_max_tokens, plane.settings)
+    body = plane.dialect.completion_body(completion, route, max_tokens)
+    return await _forward(request, plane, route, plane.dialect.completions_path, body,
+                          f"cmpl-{request_id}", completion.stream, completion.wants_usage)
+
+
+@get("/v1/models")
+async def list_models(request: AnyRequest) -> Response[dict[str, Any]]:
+    """The tasks the caller's team can name in ``model`` (nothing about other teams)."""
+    plane, snapshot, _ = _begin(request)
+    principal = _authenticate(request, plane, snapshot)
+    data = [{"id": task, "object": "model", "created": 0, "owned_by": "lora-gateway"}
+            for task in snapshot.tasks(principal.team.name)]
+    return Response({"object": "list", "data": data}, headers=_id_header(request))
+
+
+def _begin(request: AnyRequest) -> tuple[DataPlane, Snapshot, str]:
+    """The shared plane, the registry snapshot this whole request uses, and its id."""
+    request_id = os.urandom(12).hex()
+    request.state.request_id = request_id
+    plane: DataPlane = request.app.state.plane
+    return plane, plane.registry.current(), request_id
+
+
+def _authenticate(request: AnyRequest, plane: DataPlane, snapshot: Snapshot) -> Principal:
+    return authenticate(request.headers.get("authorization"), snapshot, plane.pepper)
+
+
+async def _forward(request: AnyRequest, plane: DataPlane, route: Route, path: str, body: bytes,
+                   response_id: str, stream: bool, wants_usage: bool) -> Response[bytes] | Stream:
+    headers = {**_id_header(request), "x-lgw-adapter": route.adapter, "x-lgw-pool": route.pool.name}
+    upstream, dialect = plane.upstream, plane.dialect
+    if not stream:
+        content, _usage = await _unless_disconnected(
+            request, exchange(upstream, dialect, route, path, body, response_id))
+        return Response(content, media_type=_JSON, headers=headers)
+    events, first = await _unless_disconnected(
+        request, open_stream(upstream, dialect, route, path, body))
+    rewriter = dialect.rewriter(response_id, route.task, wants_usage)
+    return Stream(relay(events, first, rewriter, dialect), media_type="text/event-stream",
+                  headers={**headers, **_SSE_HEADERS})
+
+
+async def _unless_disconnected(request: AnyRequest, work: Awaitable[T]) -> T:
+    """``work``'s result, or ``ClientDisconnected`` (and ``work`` cancelled) if the client
+    hangs up first: an abandoned request must not keep a GPU busy."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnect(request))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    raise ClientDisconnected("The client closed the connection.")
+
+
+async def _disconnect(request: AnyRequest) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _id_header(request: AnyRequest) -> dict[str, str]:
+    return {"x-request-id": request.state.request_id}

@@ -1,0 +1,74 @@
+"""``create_app(settings)``: wiring only (routes, error handlers, lifespan)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar, get
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from gateway.api import errors, health, openai
+from gateway.errors import GatewayError
+from gateway.plane import DataPlane
+from gateway.registry.cache import RegistryCache
+from gateway.registry.store import InMemoryStore, RegistryStore
+from gateway.settings import Settings
+from gateway.upstream import Upstream
+
+_ERROR_HANDLERS = {
+    GatewayError: errors.gateway_error,
+    HTTPException: errors.http_error,
+    Exception: errors.unexpected_error,
+}
+
+
+def create_plane(settings: Settings, store: RegistryStore | None = None) -> DataPlane:
+    """The state both planes share."""
+    cache = RegistryCache(store or InMemoryStore())
+    return DataPlane(settings=settings, registry=cache, upstream=Upstream(settings))
+
+
+def create_app(settings: Settings, plane: DataPlane) -> Litestar:
+    """The data-plane application (``LGW_PORT``)."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await plane.registry.refresh()
+        await plane.upstream.start()
+        plane.ready = True
+        try:
+            yield
+        finally:
+            plane.ready = False
+            await plane.upstream.close()
+
+    return Litestar(
+        route_handlers=[openai.chat_completions, openai.completions, openai.list_models,
+                        health.healthz, health.readyz],
+        exception_handlers=_ERROR_HANDLERS,  # type: ignore[arg-type]
+        lifespan=[lifespan],
+        state=State({"plane": plane}),
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=None,
+    )
+
+
+def create_admin_app(settings: Settings, plane: DataPlane) -> Litestar:
+    """The admin-plane application (``LGW_ADMIN_PORT``): kept off the public Service."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+
+    @get("/metrics", include_in_schema=False, media_type=CONTENT_TYPE_LATEST)
+    async def metrics() -> bytes:
+        return generate_latest(registry)
+
+    return Litestar(
+        route_handlers=[metrics, health.healthz, health.readyz],
+        exception_handlers=_ERROR_HANDLERS,  # type: ignore[arg-type]
+        state=State({"plane": plane}),
+        openapi_config=None,
+    )

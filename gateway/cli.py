@@ -1,0 +1,160 @@
+"""``lora-gateway``: serve, demo, sim, policies, keys."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from gateway.registry.loader import PolicyError, load_policies
+from gateway.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``lora-gateway`` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        return int(args.run(args) or 0)
+    except PolicyError as exc:
+        print("invalid policies:\n" + "\n".join(f"  {p}" for p in exc.problems), file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        print(f"invalid settings: {exc}", file=sys.stderr)
+        return 2
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {k: v for k, v in (("port", args.port), ("admin_port", args.admin_port))
+                 if v is not None}
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.app import create_plane
+    from gateway.registry.store import InMemoryStore
+    from gateway.server import plane_servers, run, run_until_signalled
+
+    settings = _settings(args)
+    if settings.redis_url:
+        print("LGW_REDIS_URL is set, but the Redis registry store is not built yet; unset it "
+              "to serve from LGW_POLICIES.", file=sys.stderr)
+        return 2
+    if settings.policies is None:
+        print("set LGW_POLICIES to a policy file or folder (see policies/examples)", file=sys.stderr)
+        return 2
+    registry = load_policies(settings.policies)
+    if any(t.keys for t in registry.teams) and settings.key_pepper is None:
+        print("the policies hold API keys: set LGW_KEY_PEPPER, the secret they were hashed with",
+              file=sys.stderr)
+        return 2
+    logging.getLogger("gateway").warning(
+        "single-node mode: in-memory registry (no LGW_REDIS_URL); run ONE replica only")
+    plane = create_plane(settings, InMemoryStore(registry))
+    run(run_until_signalled(plane_servers(settings, plane)))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gateway.demo import demo
+    from gateway.server import run
+
+    run(demo(_settings(args), args.policies, args.keys_file, args.ttft, args.itl))
+    return 0
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from gateway.sim.faults import Fault
+    from gateway.sim.server import SimConfig, serve_forever
+
+    faults = {}
+    for spec in args.fault:
+        adapter, _, mode = spec.rpartition("=")
+        faults[adapter] = Fault(mode)
+    config = SimConfig(model_id=args.model_id, lora_adapters=args.lora_adapters,
+                       max_concurrent_requests=args.max_concurrent_requests,
+                       ttft=args.ttft, itl=args.itl, faults=faults)
+    serve_forever(config, args.hostname, args.port)
+    return 0
+
+
+def _policies(args: argparse.Namespace) -> int:
+    registry = load_policies(args.path)
+    print(f"{args.path}: valid ({len(registry.teams)} teams, {len(registry.pools)} pools, "
+          f"{len(registry.adapters)} adapters, {len(registry.mappings)} mappings)")
+    return 0
+
+
+def _new_key(args: argparse.Namespace) -> int:
+    from gateway import keys
+
+    pepper = Settings().key_pepper
+    if pepper is None:
+        print("set LGW_KEY_PEPPER first: keys are stored as HMACs under it", file=sys.stderr)
+        return 2
+    new = keys.mint(pepper.get_secret_value().encode())
+    print(f"key (shown once): {new.plaintext}", file=sys.stderr)
+    print(f"# under teams[name={args.team}].keys:\n- {{id: {new.id}, name: {args.name}, "
+          f"hash: {new.hash}}}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lora-gateway", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gateway (registry from LGW_POLICIES)")
+    demo = commands.add_parser("demo", help="simulated TGI pool + gateway + one key per team")
+    for command in (serve, demo):
+        command.add_argument("--port", type=int, help="data-plane port (LGW_PORT, default 8080)")
+        command.add_argument("--admin-port", type=int,
+                             help="admin-plane port (LGW_ADMIN_PORT, default 8081)")
+    serve.set_defaults(run=_serve)
+    demo.add_argument("--policies", type=Path, default=_examples(),
+                      help="policy file or folder (default: policies/examples)")
+    demo.add_argument("--keys-file", type=Path, help='write {"team": "key"} JSON here')
+    demo.add_argument("--ttft", type=float, default=0.05, help="simulated time to first token, s")
+    demo.add_argument("--itl", type=float, default=0.02, help="simulated inter-token latency, s")
+    demo.set_defaults(run=_demo)
+
+    sim = commands.add_parser("sim", help="a simulated TGI replica (flags as TGI's launcher)")
+    env = os.environ.get  # like TGI's launcher, every flag also reads its env variable
+    sim.add_argument("--port", type=int, default=int(env("PORT", "3000")))
+    sim.add_argument("--hostname", default=env("HOSTNAME_BIND", "127.0.0.1"))
+    sim.add_argument("--model-id", default=env("MODEL_ID", "google/gemma-2-2b-it"))
+    sim.add_argument("--lora-adapters", default=env("LORA_ADAPTERS", ""))
+    sim.add_argument("--max-concurrent-requests", type=int,
+                     default=int(env("MAX_CONCURRENT_REQUESTS", "128")))
+    sim.add_argument("--ttft", type=float, default=0.0, help="seconds to the first token")
+    sim.add_argument("--itl", type=float, default=0.0, help="seconds between tokens")
+    sim.add_argument("--fault", action="append", default=[], metavar="ADAPTER=MODE",
+                     help="give every request to ADAPTER this fault (overload, stall, ...)")
+    sim.set_defaults(run=_sim)
+
+    policies = commands.add_parser("policies", help="check policy files")
+    policy_commands = policies.add_subparsers(required=True, metavar="ACTION")
+    validate = policy_commands.add_parser("validate", help="validate a policy file or folder")
+    validate.add_argument("path", type=Path)
+    validate.set_defaults(run=_policies)
+
+    key_commands = commands.add_parser("keys", help="API keys").add_subparsers(
+        required=True, metavar="ACTION")
+    new = key_commands.add_parser("new", help="mint a key and print its policy entry")
+    new.add_argument("--team", required=True)
+    new.add_argument("--name", default="default")
+    new.set_defaults(run=_new_key)
+    return parser
+
+
+def _examples() -> Path:
+    from gateway.demo import EXAMPLES
+
+    return EXAMPLES if EXAMPLES.is_dir() else Path("policies/examples")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

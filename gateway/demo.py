@@ -1,0 +1,76 @@
+"""``lora-gateway demo``: a simulated TGI pool, the gateway on it, and a key per team."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from gateway import keys
+from gateway.app import create_plane
+from gateway.registry import ApiKey, Pool, Registry
+from gateway.registry.loader import load_policies
+from gateway.registry.store import InMemoryStore
+from gateway.server import plane_servers, run_until_signalled
+from gateway.settings import Settings
+from gateway.sim import SimConfig, Simulator
+
+log = logging.getLogger("gateway")
+EXAMPLES = Path(__file__).resolve().parent.parent / "policies" / "examples"
+
+
+def with_keys(registry: Registry, pepper: bytes) -> tuple[Registry, dict[str, str]]:
+    """The registry with one new key per team, and those keys in plaintext (shown once)."""
+    plaintexts: dict[str, str] = {}
+    teams = []
+    for team in registry.teams:
+        new = keys.mint(pepper)
+        plaintexts[team.name] = new.plaintext
+        key = ApiKey(id=new.id, name="demo", hash=new.hash)
+        teams.append(team.model_copy(update={"keys": (*team.keys, key)}))
+    return registry.model_copy(update={"teams": tuple(teams)}), plaintexts
+
+
+async def demo(settings: Settings, policies: Path, keys_file: Path | None,
+               ttft: float, itl: float) -> None:
+    """Run the demo until SIGINT or SIGTERM; the simulators stop with the gateway."""
+    pepper = (settings.key_pepper.get_secret_value() if settings.key_pepper
+              else secrets.token_urlsafe(32))
+    settings = settings.model_copy(update={"key_pepper": SecretStr(pepper)})
+    registry = load_policies(policies)
+    simulators, pools = [], []
+    for pool in registry.pools:
+        sim = Simulator(SimConfig(model_id=pool.base_model, lora_adapters=",".join(pool.adapters),
+                                  ttft=ttft, itl=itl))
+        url = await sim.start("127.0.0.1", 0)
+        simulators.append(sim)
+        pools.append(pool.model_copy(update={"endpoints": (url,)}))
+    registry = registry.model_copy(update={"pools": tuple(pools)})
+    registry, plaintexts = with_keys(registry, pepper.encode())
+    plane = create_plane(settings, InMemoryStore(registry))
+    servers = plane_servers(settings, plane)
+    _announce(settings, pools, plaintexts, keys_file)
+    try:
+        await run_until_signalled(servers)
+    finally:
+        for sim in simulators:
+            await sim.stop()
+
+
+def _announce(settings: Settings, pools: list[Pool], plaintexts: dict[str, str],
+              keys_file: Path | None) -> None:
+    log.warning("demo mode: in-memory registry and limits, ONE replica only (no LGW_REDIS_URL)")
+    for pool in pools:
+        print(f"simulated TGI pool {pool.name}: {pool.endpoints[0]} ({pool.base_model}, "
+              f"{len(pool.adapters)} adapters)", flush=True)
+    print(f"gateway: http://127.0.0.1:{settings.port}/v1  (admin: :{settings.admin_port})")
+    for team, key in plaintexts.items():
+        print(f"  {team:14} {key}")
+    if keys_file is not None:
+        keys_file.write_text(json.dumps(plaintexts, indent=2) + "\n")
+        keys_file.chmod(0o600)
+        print(f"keys written to {keys_file}")
+    print("", flush=True)

@@ -1,0 +1,107 @@
+"""Stage 5, forward: send the translated request to the chosen replica and relay the answer.
+
+A stream's first upstream event is read before the client gets any header: TGI reports
+overload, validation and generation errors as HTTP 200 plus an error event, and that
+is the last moment such an error can still become a real HTTP status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from gateway.backends import ChunkRewriter, TGIDialect, Usage
+from gateway.errors import GatewayError, UpstreamError
+from gateway.routing import Route
+from gateway.streaming import DONE, error_frames, frame
+from gateway.upstream import TRANSPORT_FAILURES, EventStream, Upstream, read_body, transport_error
+
+_ENDED_EARLY = "The model backend ended the stream before finishing."
+_FAILED_MID_STREAM = "The connection to the model backend failed mid-stream."
+
+
+def _is_error(payload: bytes) -> bool:
+    return payload.startswith(b'{"error"')
+
+
+async def exchange(upstream: Upstream, dialect: TGIDialect, route: Route, path: str, body: bytes,
+                   response_id: str) -> tuple[bytes, Usage | None]:
+    """A non-streamed request: the clean OpenAI body and its usage."""
+    response = await upstream.post(route.endpoint + path, body)
+    try:
+        raw = await read_body(response)
+    except TRANSPORT_FAILURES as exc:
+        response.close()
+        raise transport_error(exc) from None
+    response.release()
+    if response.status != 200:
+        raise dialect.http_error(response.status, raw)
+    return dialect.response(raw, response_id, route.task)
+
+
+async def open_stream(upstream: Upstream, dialect: TGIDialect, route: Route, path: str,
+                      body: bytes) -> tuple[EventStream, bytes]:
+    """Send a streamed request and read up to its first data event.
+
+    Everything that goes wrong before that event is raised as a ``GatewayError``, so the
+    client still gets a proper status code.
+    """
+    stream: EventStream | None = None
+    try:
+        async with asyncio.timeout(upstream.first_event_timeout):
+            response = await upstream.post(route.endpoint + path, body)
+            if response.status != 200:
+                raw = await read_body(response)
+                response.release()
+                raise dialect.http_error(response.status, raw)
+            stream = EventStream(response)
+            first = await stream.next()
+    except GatewayError:
+        if stream is not None:
+            stream.close(finished=False)
+        raise
+    except TRANSPORT_FAILURES as exc:
+        if stream is not None:
+            stream.close(finished=False)
+        raise transport_error(exc) from None
+    except BaseException:  # cancelled: the client left while we waited
+        if stream is not None:
+            stream.close(finished=False)
+        raise
+    if first is None or _is_error(first):
+        stream.close(finished=False)
+        raise UpstreamError(_ENDED_EARLY) if first is None else dialect.event_error(first)
+    return stream, first
+
+
+async def relay(stream: EventStream, first: bytes, rewriter: ChunkRewriter,
+                dialect: TGIDialect) -> AsyncIterator[bytes]:
+    """The client's SSE bytes, chunk by chunk as they arrive, ending in ``[DONE]``.
+
+    Closing this generator early (the client left) drops the upstream connection.
+    """
+    finished = False
+    try:
+        payload: bytes | None = first
+        while payload is not None:
+            if payload == b"[DONE]":
+                finished = True
+                yield DONE
+                return
+            if _is_error(payload):
+                yield error_frames(dialect.event_error(payload))
+                return
+            out = rewriter.rewrite(payload)
+            if out is not None:
+                yield frame(out)
+            try:
+                payload = await stream.next()
+            except GatewayError as exc:
+                yield error_frames(exc)
+                return
+            except TRANSPORT_FAILURES:
+                yield error_frames(UpstreamError(_FAILED_MID_STREAM))
+                return
+        yield error_frames(UpstreamError(_ENDED_EARLY))
+    finally:
+        stream.close(finished)

@@ -1,0 +1,105 @@
+"""The OpenAI requests the data plane accepts, validated strictly from the raw body.
+
+Only fields listed here ever reach a backend (unknown fields are ignored, never
+forwarded), and wrong types are a 400 that names the field, as OpenAI answers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.errors import InvalidRequest
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+
+R = TypeVar("R", bound=_Request)
+
+
+class StreamOptions(_Request):
+    include_usage: bool = False
+
+
+class Message(_Request):
+    """One chat turn; ``content`` is text, content parts, or null (assistant tool calls)."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+class _Sampling(_Request):
+    model: str = Field(min_length=1, max_length=256)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    n: int | None = Field(None, ge=1, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    user: str | None = None
+
+    @property
+    def stop_list(self) -> list[str] | None:
+        """``stop`` as TGI wants it: a list."""
+        return [self.stop] if isinstance(self.stop, str) else self.stop
+
+    @property
+    def wants_usage(self) -> bool:
+        """Whether the client asked for the usage chunk of a stream."""
+        return self.stream_options is not None and self.stream_options.include_usage
+
+
+class ChatRequest(_Sampling):
+    """``POST /v1/chat/completions``."""
+
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+
+    @property
+    def requested_max_tokens(self) -> int | None:
+        """``max_completion_tokens`` (the newer name) or ``max_tokens``."""
+        return self.max_completion_tokens or self.max_tokens
+
+
+class CompletionRequest(_Sampling):
+    """``POST /v1/completions`` (legacy)."""
+
+    prompt: str | list[str] = Field(min_length=1)
+    echo: bool | None = None
+    suffix: str | None = None
+
+    @property
+    def requested_max_tokens(self) -> int | None:
+        """The client's ``max_tokens``."""
+        return self.max_tokens
+
+
+def parse(model: type[R], body: bytes) -> R:
+    """The validated request, or ``InvalidRequest`` naming the first bad field."""
+    if not body.strip():
+        raise InvalidRequest("The request body is empty; send a JSON object.")
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False, include_input=False)[0]
+        if error["type"] in ("json_invalid", "json_type"):
+            raise InvalidRequest("The request body is not valid JSON.") from None
+        loc = ".".join(str(part) for part in error["loc"])
+        if not loc:
+            raise InvalidRequest("The request body must be a JSON object.") from None
+        raise InvalidRequest(f"Invalid value for '{loc}': {error['msg']}.", param=loc) from None
