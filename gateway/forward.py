@@ -25,7 +25,7 @@ def _is_error(payload: bytes) -> bool:
 
 
 async def exchange(upstream: Upstream, dialect: TGIDialect, route: Route, path: str, body: bytes,
-                   response_id: str) -> tuple[bytes, Usage | None]:
+                   response_id: str, stop: list[str] | None) -> tuple[bytes, Usage | None]:
     """A non-streamed request: the clean OpenAI body and its usage."""
     response = await upstream.post(route.endpoint + path, body)
     try:
@@ -36,7 +36,7 @@ async def exchange(upstream: Upstream, dialect: TGIDialect, route: Route, path: 
     response.release()
     if response.status != 200:
         raise dialect.http_error(response.status, raw)
-    return dialect.response(raw, response_id, route.task)
+    return dialect.response(raw, response_id, route.task, stop)
 
 
 async def open_stream(upstream: Upstream, dialect: TGIDialect, route: Route, path: str,

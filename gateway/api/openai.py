@@ -42,7 +42,7 @@ async def chat_completions(request: AnyRequest) -> Response[bytes] | Stream:
     max_tokens = max_tokens_for(chat.requested_max_tokens, plane.settings)
     body = plane.dialect.chat_body(chat, route, max_tokens)
     return await _forward(request, plane, route, plane.dialect.chat_path, body,
-                          f"chatcmpl-{request_id}", chat.stream, chat.wants_usage)
+                          f"chatcmpl-{request_id}", chat)
 
 
 @post("/v1/completions", status_code=200)
@@ -55,7 +55,7 @@ async def completions(request: AnyRequest) -> Response[bytes] | Stream:
     max_tokens = max_tokens_for(completion.requested_max_tokens, plane.settings)
     body = plane.dialect.completion_body(completion, route, max_tokens)
     return await _forward(request, plane, route, plane.dialect.completions_path, body,
-                          f"cmpl-{request_id}", completion.stream, completion.wants_usage)
+                          f"cmpl-{request_id}", completion)
 
 
 @get("/v1/models")
@@ -81,16 +81,17 @@ def _authenticate(request: AnyRequest, plane: DataPlane, snapshot: Snapshot) -> 
 
 
 async def _forward(request: AnyRequest, plane: DataPlane, route: Route, path: str, body: bytes,
-                   response_id: str, stream: bool, wants_usage: bool) -> Response[bytes] | Stream:
+                   response_id: str, asked: ChatRequest | CompletionRequest,
+                   ) -> Response[bytes] | Stream:
     headers = {**_id_header(request), "x-lgw-adapter": route.adapter, "x-lgw-pool": route.pool.name}
     upstream, dialect = plane.upstream, plane.dialect
-    if not stream:
+    if not asked.stream:
         content, _usage = await _unless_disconnected(
-            request, exchange(upstream, dialect, route, path, body, response_id))
+            request, exchange(upstream, dialect, route, path, body, response_id, asked.stop_list))
         return Response(content, media_type=_JSON, headers=headers)
     events, first = await _unless_disconnected(
         request, open_stream(upstream, dialect, route, path, body))
-    rewriter = dialect.rewriter(response_id, route.task, wants_usage)
+    rewriter = dialect.rewriter(response_id, route.task, asked.wants_usage, asked.stop_list)
     return Stream(relay(events, first, rewriter, dialect), media_type="text/event-stream",
                   headers={**headers, **_SSE_HEADERS})
 

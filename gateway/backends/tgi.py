@@ -112,7 +112,8 @@ class TGIDialect:
         return _dumps(body)
 
     # -- responses ---------------------------------------------------------------------
-    def response(self, raw: bytes, response_id: str, task: str) -> tuple[bytes, Usage | None]:
+    def response(self, raw: bytes, response_id: str, task: str,
+                 stop: list[str] | None) -> tuple[bytes, Usage | None]:
         """A non-streamed chat or completion body made clean OpenAI, and its usage."""
         try:
             body = json.loads(raw)
@@ -122,12 +123,13 @@ class TGIDialect:
         body["id"] = response_id
         body["model"] = task
         for choice in choices:
-            _clean_choice(choice)
+            _clean_choice(choice, stop)
         return _dumps(body), Usage.from_json(body.get("usage"))
 
-    def rewriter(self, response_id: str, task: str, wants_usage: bool) -> ChunkRewriter:
+    def rewriter(self, response_id: str, task: str, wants_usage: bool,
+                 stop: list[str] | None) -> ChunkRewriter:
         """A per-stream rewriter of TGI chunks into OpenAI chunks."""
-        return ChunkRewriter(response_id, task, wants_usage)
+        return ChunkRewriter(response_id, task, wants_usage, stop)
 
     # -- errors ------------------------------------------------------------------------
     def http_error(self, status: int, raw: bytes) -> GatewayError:
@@ -171,7 +173,9 @@ class ChunkRewriter:
     match content). Only the final chunks (finish reason, usage) are parsed.
     """
 
-    def __init__(self, response_id: str, task: str, wants_usage: bool) -> None:
+    def __init__(self, response_id: str, task: str, wants_usage: bool,
+                 stop: list[str] | None) -> None:
+        self._stop = stop
         self._id = b'"id":' + _dumps(response_id)
         self._model = b'"model":' + _dumps(task)
         self._wants_usage = wants_usage
@@ -192,7 +196,7 @@ class ChunkRewriter:
     def _rewrite_final(self, payload: bytes) -> bytes | None:
         chunk = json.loads(payload)
         for choice in chunk.get("choices") or ():
-            _clean_choice(choice, streaming_tools=self._tool_calls)
+            _clean_choice(choice, self._stop, streaming_tools=self._tool_calls)
         usage = Usage.from_json(chunk.get("usage"))
         if usage is not None:
             self.usage = usage
@@ -203,11 +207,14 @@ class ChunkRewriter:
         return _dumps(chunk)
 
 
-def _clean_choice(choice: dict[str, Any], streaming_tools: bool = False) -> None:
+def _clean_choice(choice: dict[str, Any], stop: list[str] | None,
+                  streaming_tools: bool = False) -> None:
     reason = choice.get("finish_reason")
     if reason == "":  # completions stream chunks before the last
         choice["finish_reason"] = None
-    elif reason in ("stop_sequence", "eos_token"):
+    elif reason == "stop_sequence" and stop:
+        _strip_stop(choice, stop)
+    if reason in ("stop_sequence", "eos_token"):
         if reason == "eos_token" and "text" in choice:
             choice["text"] = ""  # the raw EOS token text of a completions stream
         choice["finish_reason"] = "stop"
@@ -220,6 +227,26 @@ def _clean_choice(choice: dict[str, Any], streaming_tools: bool = False) -> None
         for call in tool_calls:
             if isinstance(call, dict) and isinstance(call.get("function"), dict):
                 call["function"].pop("description", None)
+
+
+def _strip_stop(choice: dict[str, Any], stop: list[str]) -> None:
+    """Remove the stop sequence TGI leaves at the end of the text (OpenAI omits it).
+
+    In a stream only the final chunk can be edited: when a stop sequence spans several
+    tokens, the earlier tokens have already reached the client.
+    """
+    holder = choice.get("message") or choice.get("delta") or choice
+    key = "text" if "text" in holder else "content"
+    text = holder.get(key)
+    if not isinstance(text, str):
+        return
+    for sequence in stop:
+        if sequence and text.endswith(sequence):
+            holder[key] = text[: -len(sequence)]
+            return
+        if text and sequence.endswith(text):
+            holder[key] = ""
+            return
 
 
 def _sampling(body: dict[str, Any], request: ChatRequest | CompletionRequest) -> None:
