@@ -47,8 +47,13 @@ def create_app(settings: Settings, plane: DataPlane) -> Litestar:
             await plane.upstream.close()
 
     return Litestar(
-        route_handlers=[openai.chat_completions, openai.completions, openai.list_models,
-                        health.healthz, health.readyz],
+        route_handlers=[
+            openai.chat_completions,
+            openai.completions,
+            openai.list_models,
+            health.healthz,
+            health.readyz,
+        ],
         exception_handlers=_ERROR_HANDLERS,  # type: ignore[arg-type]
         lifespan=[lifespan],
         state=State({"plane": plane}),

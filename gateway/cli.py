@@ -29,9 +29,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {k: v for k, v in (("port", args.port), ("admin_port", args.admin_port))
-                 if v is not None}
-    return Settings(**overrides)  # type: ignore[arg-type]
+    overrides = {
+        k: v for k, v in (("port", args.port), ("admin_port", args.admin_port)) if v is not None
+    }
+    return Settings(**overrides)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -41,19 +42,27 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     if settings.redis_url:
-        print("LGW_REDIS_URL is set, but the Redis registry store is not built yet; unset it "
-              "to serve from LGW_POLICIES.", file=sys.stderr)
+        print(
+            "LGW_REDIS_URL is set, but the Redis registry store is not built yet; unset it "
+            "to serve from LGW_POLICIES.",
+            file=sys.stderr,
+        )
         return 2
     if settings.policies is None:
-        print("set LGW_POLICIES to a policy file or folder (see policies/examples)", file=sys.stderr)
+        print(
+            "set LGW_POLICIES to a policy file or folder (see policies/examples)", file=sys.stderr
+        )
         return 2
     registry = load_policies(settings.policies)
     if any(t.keys for t in registry.teams) and settings.key_pepper is None:
-        print("the policies hold API keys: set LGW_KEY_PEPPER, the secret they were hashed with",
-              file=sys.stderr)
+        print(
+            "the policies hold API keys: set LGW_KEY_PEPPER, the secret they were hashed with",
+            file=sys.stderr,
+        )
         return 2
     logging.getLogger("gateway").warning(
-        "single-node mode: in-memory registry (no LGW_REDIS_URL); run ONE replica only")
+        "single-node mode: in-memory registry (no LGW_REDIS_URL); run ONE replica only"
+    )
     plane = create_plane(settings, InMemoryStore(registry))
     run(run_until_signalled(plane_servers(settings, plane)))
     return 0
@@ -75,17 +84,24 @@ def _sim(args: argparse.Namespace) -> int:
     for spec in args.fault:
         adapter, _, mode = spec.rpartition("=")
         faults[adapter] = Fault(mode)
-    config = SimConfig(model_id=args.model_id, lora_adapters=args.lora_adapters,
-                       max_concurrent_requests=args.max_concurrent_requests,
-                       ttft=args.ttft, itl=args.itl, faults=faults)
+    config = SimConfig(
+        model_id=args.model_id,
+        lora_adapters=args.lora_adapters,
+        max_concurrent_requests=args.max_concurrent_requests,
+        ttft=args.ttft,
+        itl=args.itl,
+        faults=faults,
+    )
     serve_forever(config, args.hostname, args.port)
     return 0
 
 
 def _policies(args: argparse.Namespace) -> int:
     registry = load_policies(args.path)
-    print(f"{args.path}: valid ({len(registry.teams)} teams, {len(registry.pools)} pools, "
-          f"{len(registry.adapters)} adapters, {len(registry.mappings)} mappings)")
+    print(
+        f"{args.path}: valid ({len(registry.teams)} teams, {len(registry.pools)} pools, "
+        f"{len(registry.adapters)} adapters, {len(registry.mappings)} mappings)"
+    )
     return 0
 
 
@@ -98,8 +114,10 @@ def _new_key(args: argparse.Namespace) -> int:
         return 2
     new = keys.mint(pepper.get_secret_value().encode())
     print(f"key (shown once): {new.plaintext}", file=sys.stderr)
-    print(f"# under teams[name={args.team}].keys:\n- {{id: {new.id}, name: {args.name}, "
-          f"hash: {new.hash}}}")
+    print(
+        f"# under teams[name={args.team}].keys:\n- {{id: {new.id}, name: {args.name}, "
+        f"hash: {new.hash}}}"
+    )
     return 0
 
 
@@ -111,11 +129,16 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="simulated TGI pool + gateway + one key per team")
     for command in (serve, demo):
         command.add_argument("--port", type=int, help="data-plane port (LGW_PORT, default 8080)")
-        command.add_argument("--admin-port", type=int,
-                             help="admin-plane port (LGW_ADMIN_PORT, default 8081)")
+        command.add_argument(
+            "--admin-port", type=int, help="admin-plane port (LGW_ADMIN_PORT, default 8081)"
+        )
     serve.set_defaults(run=_serve)
-    demo.add_argument("--policies", type=Path, default=_examples(),
-                      help="policy file or folder (default: policies/examples)")
+    demo.add_argument(
+        "--policies",
+        type=Path,
+        default=_examples(),
+        help="policy file or folder (default: policies/examples)",
+    )
     demo.add_argument("--keys-file", type=Path, help='write {"team": "key"} JSON here')
     demo.add_argument("--ttft", type=float, default=0.05, help="simulated time to first token, s")
     demo.add_argument("--itl", type=float, default=0.02, help="simulated inter-token latency, s")
@@ -127,12 +150,18 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--hostname", default=env("HOSTNAME_BIND", "127.0.0.1"))
     sim.add_argument("--model-id", default=env("MODEL_ID", "google/gemma-2-2b-it"))
     sim.add_argument("--lora-adapters", default=env("LORA_ADAPTERS", ""))
-    sim.add_argument("--max-concurrent-requests", type=int,
-                     default=int(env("MAX_CONCURRENT_REQUESTS", "128")))
+    sim.add_argument(
+        "--max-concurrent-requests", type=int, default=int(env("MAX_CONCURRENT_REQUESTS", "128"))
+    )
     sim.add_argument("--ttft", type=float, default=0.0, help="seconds to the first token")
     sim.add_argument("--itl", type=float, default=0.0, help="seconds between tokens")
-    sim.add_argument("--fault", action="append", default=[], metavar="ADAPTER=MODE",
-                     help="give every request to ADAPTER this fault (overload, stall, ...)")
+    sim.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="ADAPTER=MODE",
+        help="give every request to ADAPTER this fault (overload, stall, ...)",
+    )
     sim.set_defaults(run=_sim)
 
     policies = commands.add_parser("policies", help="check policy files")
@@ -142,7 +171,8 @@ def _parser() -> argparse.ArgumentParser:
     validate.set_defaults(run=_policies)
 
     key_commands = commands.add_parser("keys", help="API keys").add_subparsers(
-        required=True, metavar="ACTION")
+        required=True, metavar="ACTION"
+    )
     new = key_commands.add_parser("new", help="mint a key and print its policy entry")
     new.add_argument("--team", required=True)
     new.add_argument("--name", default="default")

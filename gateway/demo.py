@@ -34,17 +34,22 @@ def with_keys(registry: Registry, pepper: bytes) -> tuple[Registry, dict[str, st
     return registry.model_copy(update={"teams": tuple(teams)}), plaintexts
 
 
-async def demo(settings: Settings, policies: Path, keys_file: Path | None,
-               ttft: float, itl: float) -> None:
+async def demo(
+    settings: Settings, policies: Path, keys_file: Path | None, ttft: float, itl: float
+) -> None:
     """Run the demo until SIGINT or SIGTERM; the simulators stop with the gateway."""
-    pepper = (settings.key_pepper.get_secret_value() if settings.key_pepper
-              else secrets.token_urlsafe(32))
+    pepper = (
+        settings.key_pepper.get_secret_value() if settings.key_pepper else secrets.token_urlsafe(32)
+    )
     settings = settings.model_copy(update={"key_pepper": SecretStr(pepper)})
     registry = load_policies(policies)
     simulators, pools = [], []
     for pool in registry.pools:
-        sim = Simulator(SimConfig(model_id=pool.base_model, lora_adapters=",".join(pool.adapters),
-                                  ttft=ttft, itl=itl))
+        sim = Simulator(
+            SimConfig(
+                model_id=pool.base_model, lora_adapters=",".join(pool.adapters), ttft=ttft, itl=itl
+            )
+        )
         url = await sim.start("127.0.0.1", 0)
         simulators.append(sim)
         pools.append(pool.model_copy(update={"endpoints": (url,)}))
@@ -60,12 +65,16 @@ async def demo(settings: Settings, policies: Path, keys_file: Path | None,
             await sim.stop()
 
 
-def _announce(settings: Settings, pools: list[Pool], plaintexts: dict[str, str],
-              keys_file: Path | None) -> None:
+def _announce(
+    settings: Settings, pools: list[Pool], plaintexts: dict[str, str], keys_file: Path | None
+) -> None:
     log.warning("demo mode: in-memory registry and limits, ONE replica only (no LGW_REDIS_URL)")
     for pool in pools:
-        print(f"simulated TGI pool {pool.name}: {pool.endpoints[0]} ({pool.base_model}, "
-              f"{len(pool.adapters)} adapters)", flush=True)
+        print(
+            f"simulated TGI pool {pool.name}: {pool.endpoints[0]} ({pool.base_model}, "
+            f"{len(pool.adapters)} adapters)",
+            flush=True,
+        )
     print(f"gateway: http://127.0.0.1:{settings.port}/v1  (admin: :{settings.admin_port})")
     for team, key in plaintexts.items():
         print(f"  {team:14} {key}")

@@ -46,8 +46,12 @@ class GatewayError(Exception):
     def to_body(self) -> dict[str, dict[str, str | None]]:
         """The OpenAI error envelope."""
         return {
-            "error": {"message": self.message, "type": self.type, "param": self.param,
-                      "code": self.code}
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
         }
 
     def to_json(self) -> bytes:

@@ -24,8 +24,15 @@ def _is_error(payload: bytes) -> bool:
     return payload.startswith(b'{"error"')
 
 
-async def exchange(upstream: Upstream, dialect: TGIDialect, route: Route, path: str, body: bytes,
-                   response_id: str, stop: list[str] | None) -> tuple[bytes, Usage | None]:
+async def exchange(
+    upstream: Upstream,
+    dialect: TGIDialect,
+    route: Route,
+    path: str,
+    body: bytes,
+    response_id: str,
+    stop: list[str] | None,
+) -> tuple[bytes, Usage | None]:
     """A non-streamed request: the clean OpenAI body and its usage."""
     response = await upstream.post(route.endpoint + path, body)
     try:
@@ -39,8 +46,9 @@ async def exchange(upstream: Upstream, dialect: TGIDialect, route: Route, path: 
     return dialect.response(raw, response_id, route.task, stop)
 
 
-async def open_stream(upstream: Upstream, dialect: TGIDialect, route: Route, path: str,
-                      body: bytes) -> tuple[EventStream, bytes]:
+async def open_stream(
+    upstream: Upstream, dialect: TGIDialect, route: Route, path: str, body: bytes
+) -> tuple[EventStream, bytes]:
     """Send a streamed request and read up to its first data event.
 
     Everything that goes wrong before that event is raised as a ``GatewayError``, so the
@@ -74,8 +82,9 @@ async def open_stream(upstream: Upstream, dialect: TGIDialect, route: Route, pat
     return stream, first
 
 
-async def relay(stream: EventStream, first: bytes, rewriter: ChunkRewriter,
-                dialect: TGIDialect) -> AsyncIterator[bytes]:
+async def relay(
+    stream: EventStream, first: bytes, rewriter: ChunkRewriter, dialect: TGIDialect
+) -> AsyncIterator[bytes]:
     """The client's SSE bytes, chunk by chunk as they arrive, ending in ``[DONE]``.
 
     Closing this generator early (the client left) drops the upstream connection.

@@ -16,5 +16,7 @@ def max_tokens_for(requested: int | None, settings: Settings) -> int:
     if requested > settings.max_tokens_cap:
         raise InvalidRequest(
             f"max_tokens is too large: {requested}. This model supports at most "
-            f"{settings.max_tokens_cap} completion tokens.", param="max_tokens")
+            f"{settings.max_tokens_cap} completion tokens.",
+            param="max_tokens",
+        )
     return requested

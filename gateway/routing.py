@@ -37,8 +37,10 @@ def resolve(principal: Principal, task: str, snapshot: Snapshot, rng: random.Ran
     """
     mapping = snapshot.mapping(principal.team.name, task)
     if mapping is None:
-        raise ModelNotFound(f"The model '{_printable(task)}' does not exist or you do not have "
-                            "access to it.", param="model")
+        raise ModelNotFound(
+            f"The model '{_printable(task)}' does not exist or you do not have access to it.",
+            param="model",
+        )
     adapter = pick_target(mapping.choices, rng).adapter
     pools = snapshot.pools_by_adapter.get(adapter, ())
     if not pools:

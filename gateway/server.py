@@ -35,8 +35,15 @@ class PlaneServer(uvicorn.Server):
 def plane_server(app: Litestar, host: str, port: int, grace: float) -> PlaneServer:
     """A uvicorn server for one plane with the production settings."""
     config = uvicorn.Config(
-        app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
-        access_log=False, log_level="warning", timeout_graceful_shutdown=int(grace),
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=int(grace),
         server_header=False,
     )
     return PlaneServer(config)

@@ -28,7 +28,7 @@ class EventTooLarge(UpstreamError):
 
 
 class SSEDecoder:
-    """Incremental SSE parser: bytes in, ``data`` payloads out (comments and other fields dropped)."""
+    """Incremental SSE parser: bytes in, ``data`` payloads out (comments, other fields dropped)."""
 
     def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
         self._buffer = b""

@@ -32,16 +32,23 @@ class Upstream:
     async def start(self) -> None:
         """Open the connection pool (needs the running event loop)."""
         s = self._settings
-        connector = aiohttp.TCPConnector(limit=s.upstream_max_connections, limit_per_host=0,
-                                         ttl_dns_cache=10)
+        connector = aiohttp.TCPConnector(
+            limit=s.upstream_max_connections, limit_per_host=0, ttl_dns_cache=10
+        )
         # sock_read bounds the silence between two reads; the first event has its own
         # deadline (``first_event_timeout``) enforced by the caller.
-        timeout = aiohttp.ClientTimeout(total=s.upstream_total_timeout,
-                                        sock_connect=s.upstream_connect_timeout,
-                                        sock_read=s.upstream_idle_timeout)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                              auto_decompress=False, raise_for_status=False,
-                                              skip_auto_headers=("User-Agent",))
+        timeout = aiohttp.ClientTimeout(
+            total=s.upstream_total_timeout,
+            sock_connect=s.upstream_connect_timeout,
+            sock_read=s.upstream_idle_timeout,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            auto_decompress=False,
+            raise_for_status=False,
+            skip_auto_headers=("User-Agent",),
+        )
 
     async def close(self) -> None:
         """Close every pooled connection."""
@@ -67,8 +74,9 @@ def transport_error(exc: BaseException) -> GatewayError:
     if isinstance(exc, asyncio.TimeoutError):
         return UpstreamTimeout("The model did not answer in time.")
     if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ServerDisconnectedError):
-        return UpstreamUnavailable("The model backend could not be reached.",
-                                   headers={"Retry-After": "1"})
+        return UpstreamUnavailable(
+            "The model backend could not be reached.", headers={"Retry-After": "1"}
+        )
     return UpstreamError("The connection to the model backend failed.")
 
 

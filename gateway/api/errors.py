@@ -48,8 +48,9 @@ def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Respons
     return gateway_error(request, GatewayError())
 
 
-def _render(request: Request[Any, Any, Any], status: int, body: bytes,
-            headers: dict[str, str]) -> Response[bytes]:
+def _render(
+    request: Request[Any, Any, Any], status: int, body: bytes, headers: dict[str, str]
+) -> Response[bytes]:
     request_id = _request_id(request)
     all_headers = {**headers, "x-request-id": request_id} if request_id else headers
     return Response(body, status_code=status, media_type="application/json", headers=all_headers)

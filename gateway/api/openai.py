@@ -41,8 +41,9 @@ async def chat_completions(request: AnyRequest) -> Response[bytes] | Stream:
     route = resolve(principal, chat.model, snapshot, plane.rng)
     max_tokens = max_tokens_for(chat.requested_max_tokens, plane.settings)
     body = plane.dialect.chat_body(chat, route, max_tokens)
-    return await _forward(request, plane, route, plane.dialect.chat_path, body,
-                          f"chatcmpl-{request_id}", chat)
+    return await _forward(
+        request, plane, route, plane.dialect.chat_path, body, f"chatcmpl-{request_id}", chat
+    )
 
 
 @post("/v1/completions", status_code=200)
@@ -54,8 +55,15 @@ async def completions(request: AnyRequest) -> Response[bytes] | Stream:
     route = resolve(principal, completion.model, snapshot, plane.rng)
     max_tokens = max_tokens_for(completion.requested_max_tokens, plane.settings)
     body = plane.dialect.completion_body(completion, route, max_tokens)
-    return await _forward(request, plane, route, plane.dialect.completions_path, body,
-                          f"cmpl-{request_id}", completion)
+    return await _forward(
+        request,
+        plane,
+        route,
+        plane.dialect.completions_path,
+        body,
+        f"cmpl-{request_id}",
+        completion,
+    )
 
 
 @get("/v1/models")
@@ -63,8 +71,10 @@ async def list_models(request: AnyRequest) -> Response[dict[str, Any]]:
     """The tasks the caller's team can name in ``model`` (nothing about other teams)."""
     plane, snapshot, _ = _begin(request)
     principal = _authenticate(request, plane, snapshot)
-    data = [{"id": task, "object": "model", "created": 0, "owned_by": "lora-gateway"}
-            for task in snapshot.tasks(principal.team.name)]
+    data = [
+        {"id": task, "object": "model", "created": 0, "owned_by": "lora-gateway"}
+        for task in snapshot.tasks(principal.team.name)
+    ]
     return Response({"object": "list", "data": data}, headers=_id_header(request))
 
 
@@ -80,20 +90,31 @@ def _authenticate(request: AnyRequest, plane: DataPlane, snapshot: Snapshot) -> 
     return authenticate(request.headers.get("authorization"), snapshot, plane.pepper)
 
 
-async def _forward(request: AnyRequest, plane: DataPlane, route: Route, path: str, body: bytes,
-                   response_id: str, asked: ChatRequest | CompletionRequest,
-                   ) -> Response[bytes] | Stream:
+async def _forward(
+    request: AnyRequest,
+    plane: DataPlane,
+    route: Route,
+    path: str,
+    body: bytes,
+    response_id: str,
+    asked: ChatRequest | CompletionRequest,
+) -> Response[bytes] | Stream:
     headers = {**_id_header(request), "x-lgw-adapter": route.adapter, "x-lgw-pool": route.pool.name}
     upstream, dialect = plane.upstream, plane.dialect
     if not asked.stream:
         content, _usage = await _unless_disconnected(
-            request, exchange(upstream, dialect, route, path, body, response_id, asked.stop_list))
+            request, exchange(upstream, dialect, route, path, body, response_id, asked.stop_list)
+        )
         return Response(content, media_type=_JSON, headers=headers)
     events, first = await _unless_disconnected(
-        request, open_stream(upstream, dialect, route, path, body))
+        request, open_stream(upstream, dialect, route, path, body)
+    )
     rewriter = dialect.rewriter(response_id, route.task, asked.wants_usage, asked.stop_list)
-    return Stream(relay(events, first, rewriter, dialect), media_type="text/event-stream",
-                  headers={**headers, **_SSE_HEADERS})
+    return Stream(
+        relay(events, first, rewriter, dialect),
+        media_type="text/event-stream",
+        headers={**headers, **_SSE_HEADERS},
+    )
 
 
 async def _unless_disconnected(request: AnyRequest, work: Awaitable[T]) -> T:

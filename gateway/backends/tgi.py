@@ -45,9 +45,15 @@ from gateway.schemas import ChatRequest, CompletionRequest, Message
 
 _MODEL_FIELD = re.compile(rb'"model":"(?:[^"\\]|\\.)*"')
 _RETRY_SOON = {"Retry-After": "1"}
-_CLIENT_ERROR_PREFIXES = ("Input validation error", "Template error", "Tool error",
-                          "Missing template", "Failed to deserialize", "Suffix is not supported",
-                          "Number of prompts")
+_CLIENT_ERROR_PREFIXES = (
+    "Input validation error",
+    "Template error",
+    "Tool error",
+    "Missing template",
+    "Failed to deserialize",
+    "Suffix is not supported",
+    "Number of prompts",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,14 +112,18 @@ class TGIDialect:
             raise InvalidRequest("'suffix' is not supported by this model.", param="suffix")
         if request.echo:
             raise InvalidRequest("'echo' is not supported by this model.", param="echo")
-        body: dict[str, Any] = {"model": route.upstream_model, "prompt": request.prompt,
-                                "max_tokens": max_tokens}
+        body: dict[str, Any] = {
+            "model": route.upstream_model,
+            "prompt": request.prompt,
+            "max_tokens": max_tokens,
+        }
         _sampling(body, request)
         return _dumps(body)
 
     # -- responses ---------------------------------------------------------------------
-    def response(self, raw: bytes, response_id: str, task: str,
-                 stop: list[str] | None) -> tuple[bytes, Usage | None]:
+    def response(
+        self, raw: bytes, response_id: str, task: str, stop: list[str] | None
+    ) -> tuple[bytes, Usage | None]:
         """A non-streamed chat or completion body made clean OpenAI, and its usage."""
         try:
             body = json.loads(raw)
@@ -126,8 +136,9 @@ class TGIDialect:
             _clean_choice(choice, stop)
         return _dumps(body), Usage.from_json(body.get("usage"))
 
-    def rewriter(self, response_id: str, task: str, wants_usage: bool,
-                 stop: list[str] | None) -> ChunkRewriter:
+    def rewriter(
+        self, response_id: str, task: str, wants_usage: bool, stop: list[str] | None
+    ) -> ChunkRewriter:
         """A per-stream rewriter of TGI chunks into OpenAI chunks."""
         return ChunkRewriter(response_id, task, wants_usage, stop)
 
@@ -140,11 +151,13 @@ class TGIDialect:
         if status == 413:
             return RequestTooLarge("The request is too large for the model.")
         if status == 429:
-            return UpstreamOverloaded("The model is overloaded; retry shortly.",
-                                      headers=_RETRY_SOON)
+            return UpstreamOverloaded(
+                "The model is overloaded; retry shortly.", headers=_RETRY_SOON
+            )
         if status == 503:
-            return UpstreamUnavailable("The model is unavailable; retry shortly.",
-                                       headers=_RETRY_SOON)
+            return UpstreamUnavailable(
+                "The model is unavailable; retry shortly.", headers=_RETRY_SOON
+            )
         if status == 424:
             return UpstreamError("The model failed during generation.")
         return UpstreamError("The model backend returned an unexpected error.")
@@ -158,8 +171,9 @@ class TGIDialect:
         message = error.get("message") if isinstance(error, dict) else error
         message = message if isinstance(message, str) else ""
         if message.startswith("Model is overloaded"):
-            return UpstreamOverloaded("The model is overloaded; retry shortly.",
-                                      headers=_RETRY_SOON)
+            return UpstreamOverloaded(
+                "The model is overloaded; retry shortly.", headers=_RETRY_SOON
+            )
         if message.startswith(_CLIENT_ERROR_PREFIXES):
             return InvalidRequest(f"The model rejected the request: {_clip(message)}")
         return UpstreamError("The model failed during generation.")
@@ -173,8 +187,9 @@ class ChunkRewriter:
     match content). Only the final chunks (finish reason, usage) are parsed.
     """
 
-    def __init__(self, response_id: str, task: str, wants_usage: bool,
-                 stop: list[str] | None) -> None:
+    def __init__(
+        self, response_id: str, task: str, wants_usage: bool, stop: list[str] | None
+    ) -> None:
         self._stop = stop
         self._id = b'"id":' + _dumps(response_id)
         self._model = b'"model":' + _dumps(task)
@@ -207,8 +222,9 @@ class ChunkRewriter:
         return _dumps(chunk)
 
 
-def _clean_choice(choice: dict[str, Any], stop: list[str] | None,
-                  streaming_tools: bool = False) -> None:
+def _clean_choice(
+    choice: dict[str, Any], stop: list[str] | None, streaming_tools: bool = False
+) -> None:
     reason = choice.get("finish_reason")
     if reason == "":  # completions stream chunks before the last
         choice["finish_reason"] = None
@@ -304,14 +320,19 @@ def _response_format(value: dict[str, Any] | None) -> dict[str, Any] | None:
     if kind == "json_schema":
         spec = value.get("json_schema")
         if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
-            raise InvalidRequest("response_format.json_schema.schema is required.",
-                                 param="response_format")
-        return {"type": "json_schema",
-                "value": {"name": spec.get("name", "response"), "schema": spec["schema"]}}
+            raise InvalidRequest(
+                "response_format.json_schema.schema is required.", param="response_format"
+            )
+        return {
+            "type": "json_schema",
+            "value": {"name": spec.get("name", "response"), "schema": spec["schema"]},
+        }
     if kind == "json_object" and "value" not in value:
-        raise InvalidRequest("response_format 'json_object' without a schema is not supported by "
-                             "this model; use 'json_schema' with a schema.",
-                             param="response_format")
+        raise InvalidRequest(
+            "response_format 'json_object' without a schema is not supported by "
+            "this model; use 'json_schema' with a schema.",
+            param="response_format",
+        )
     if kind in ("json", "json_object", "regex") and "value" in value:
         return value  # already TGI's own grammar shape
     raise InvalidRequest("Unsupported response_format type.", param="response_format")

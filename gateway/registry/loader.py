@@ -26,7 +26,10 @@ from gateway.registry.models import (
 
 SECTIONS = ("teams", "adapters", "pools", "mappings")
 _MODELS: dict[str, type[Record]] = {
-    "teams": Team, "adapters": Adapter, "pools": Pool, "mappings": Mapping,
+    "teams": Team,
+    "adapters": Adapter,
+    "pools": Pool,
+    "mappings": Mapping,
 }
 
 
@@ -60,7 +63,8 @@ def load_policies(path: Path) -> Registry:
                 problems += [_describe(origin, tuple(e["loc"]), e["msg"]) for e in exc.errors()]
     if problems:
         raise PolicyError(problems)
-    registry = Registry.model_construct(**{s: tuple(r) for s, r in records.items()})
+    sections: dict[str, Any] = {s: tuple(r) for s, r in records.items()}
+    registry = Registry.model_construct(**sections)
     problems = [
         _describe(origins[str(loc[0])][int(loc[1])], loc[2:], msg)
         for loc, msg in reference_problems(registry)
@@ -81,7 +85,9 @@ def _policy_files(path: Path) -> list[Path]:
     return [path]
 
 
-def _read_file(file: Path, sections: dict[str, list[Any]], origins: dict[str, list[_Origin]]) -> None:
+def _read_file(
+    file: Path, sections: dict[str, list[Any]], origins: dict[str, list[_Origin]]
+) -> None:
     text = file.read_text(encoding="utf-8")
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -93,11 +99,13 @@ def _read_file(file: Path, sections: dict[str, list[Any]], origins: dict[str, li
     if not isinstance(data, dict) or node is None:
         raise PolicyError([f"{file}:1: a policy file is a mapping of sections {SECTIONS}"])
     for key, value in data.items():
+        line = next(k.start_mark.line + 1 for k, _ in node.value if k.value == key)
         if key not in SECTIONS:
-            line = _line(node, (key,))
-            raise PolicyError([f"{file}:{line}: unknown section {key!r} (expected one of {SECTIONS})"])
+            raise PolicyError(
+                [f"{file}:{line}: unknown section {key!r} (expected one of {SECTIONS})"]
+            )
         if not isinstance(value, list):
-            raise PolicyError([f"{file}:{_line(node, (key,))}: section {key!r} must be a list"])
+            raise PolicyError([f"{file}:{line}: section {key!r} must be a list"])
         sections[key].extend(value)
         section_node = _child(node, key)
         assert isinstance(section_node, yaml.SequenceNode)

@@ -179,7 +179,9 @@ class Registry(Record):
     def _references_hold(self) -> Registry:
         problems = reference_problems(self)
         if problems:
-            raise ValueError("; ".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in problems))
+            raise ValueError(
+                "; ".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in problems)
+            )
         return self
 
 
@@ -208,7 +210,9 @@ def reference_problems(registry: Registry) -> list[Problem]:
     pairs: set[tuple[str | None, str]] = set()
     for i, mapping in enumerate(registry.mappings):
         if (mapping.team, mapping.task) in pairs:
-            problems.append((("mappings", i, "task"), f"duplicate mapping of task {mapping.task!r}"))
+            problems.append(
+                (("mappings", i, "task"), f"duplicate mapping of task {mapping.task!r}")
+            )
         pairs.add((mapping.team, mapping.task))
         if mapping.team is not None and mapping.team not in teams:
             problems.append((("mappings", i, "team"), f"unknown team {mapping.team!r}"))

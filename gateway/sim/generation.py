@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-EOS_TOKEN = "<end_of_turn>"  # Gemma's end-of-turn token, streamed with special=true
+EOS_TOKEN = "<end_of_turn>"  # noqa: S105 - a token, not a password;  # Gemma's end-of-turn token, streamed with special=true
 _WORD = re.compile(r"\w+|[^\w\s]")
 DEFAULT_LENGTH = 16
 
@@ -43,7 +43,7 @@ def count_tokens(text: str) -> int:
 
 def generate(served_by: str, prompt: str, max_new_tokens: int, stop: list[str]) -> Generation:
     """The answer of ``served_by`` to ``prompt`` (the already templated input)."""
-    echo = _WORD.findall(_last_turn(prompt))[:DEFAULT_LENGTH - 1] or ["ok"]
+    echo = _WORD.findall(_last_turn(prompt))[: DEFAULT_LENGTH - 1] or ["ok"]
     candidates = [f"[{served_by}]", *(f" {w}" for w in echo)]
     tokens: list[str] = []
     text = ""
@@ -74,11 +74,14 @@ def apply_gemma_template(messages: list[dict[str, Any]]) -> str:
     for i, message in enumerate(messages):
         role = message.get("role")
         if role == "system":
-            raise TemplateError("Template error: syntax error: System role not supported "
-                                "(in <string>:1)")
+            raise TemplateError(
+                "Template error: syntax error: System role not supported (in <string>:1)"
+            )
         if (role == "user") != (i % 2 == 0):
-            raise TemplateError("Template error: syntax error: Conversation roles must "
-                                "alternate user/assistant/user/assistant/... (in <string>:1)")
+            raise TemplateError(
+                "Template error: syntax error: Conversation roles must "
+                "alternate user/assistant/user/assistant/... (in <string>:1)"
+            )
         turn = "model" if role == "assistant" else role
         out += f"<start_of_turn>{turn}\n{_text(message.get('content'))}<end_of_turn>\n"
     return out + "<start_of_turn>model\n"

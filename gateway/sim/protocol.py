@@ -21,13 +21,19 @@ def dumps(value: Any) -> str:
 async def read_json(request: web.Request) -> tuple[Any, web.Response | None]:
     """The JSON body, or axum's plain-text rejection (415, 400, 422)."""
     if request.content_type != "application/json":
-        return None, web.Response(status=415, text="Expected request with `Content-Type: "
-                                  "application/json`", content_type="text/plain")
+        return None, web.Response(
+            status=415,
+            text="Expected request with `Content-Type: application/json`",
+            content_type="text/plain",
+        )
     try:
         body = json.loads(await request.read())
     except ValueError as exc:
-        return None, web.Response(status=400, content_type="text/plain",
-                                  text=f"Failed to parse the request body as JSON: {exc}")
+        return None, web.Response(
+            status=400,
+            content_type="text/plain",
+            text=f"Failed to parse the request body as JSON: {exc}",
+        )
     if not isinstance(body, dict):
         return None, deserialize_error("invalid type: expected struct")
     return body, None
@@ -35,22 +41,29 @@ async def read_json(request: web.Request) -> tuple[Any, web.Response | None]:
 
 def deserialize_error(detail: str) -> web.Response:
     """axum's 422 for a body that is JSON but not the expected shape (text/plain, not JSON)."""
-    return web.Response(status=422, content_type="text/plain",
-                        text=f"Failed to deserialize the JSON body into the target type: {detail}")
+    return web.Response(
+        status=422,
+        content_type="text/plain",
+        text=f"Failed to deserialize the JSON body into the target type: {detail}",
+    )
 
 
 def json_error(status: int, message: str, error_type: str) -> web.Response:
     """TGI's ``ErrorResponse``: ``{"error": str, "error_type": str}``."""
-    return web.json_response({"error": message, "error_type": error_type}, status=status,
-                             dumps=dumps)
+    return web.json_response(
+        {"error": message, "error_type": error_type}, status=status, dumps=dumps
+    )
 
 
 def tgi_response_format_ok(value: Any) -> bool:
     """TGI's ``GrammarType``: adjacently tagged ``{"type", "value"}``; OpenAI's shape fails."""
     if value is None:
         return True
-    return (isinstance(value, dict) and "value" in value
-            and value.get("type") in ("json", "json_object", "regex", "json_schema"))
+    return (
+        isinstance(value, dict)
+        and "value" in value
+        and value.get("type") in ("json", "json_object", "regex", "json_schema")
+    )
 
 
 def validate(p: dict[str, Any], config: Any) -> str | None:
@@ -70,8 +83,10 @@ def validate(p: dict[str, Any], config: Any) -> str | None:
         return prefix + "`max_new_tokens` must be strictly positive"
     stop = p.get("stop") or []
     if isinstance(stop, list) and len(stop) > config.max_stop_sequences:
-        return (prefix + f"`stop` supports up to {config.max_stop_sequences} stop sequences. "
-                f"Given: {len(stop)}")
+        return (
+            prefix + f"`stop` supports up to {config.max_stop_sequences} stop sequences. "
+            f"Given: {len(stop)}"
+        )
     return None
 
 
@@ -79,9 +94,13 @@ def timing_headers(prompt: str, generation: Generation, seconds: float) -> dict[
     """The ``x-*`` headers TGI puts on a non-streamed answer."""
     ms = int(seconds * 1000)
     return {
-        "x-compute-type": "gpu+optimized", "x-compute-time": f"{seconds:.6f}",
-        "x-compute-characters": str(len(prompt)), "x-total-time": str(ms),
-        "x-validation-time": "0", "x-queue-time": "0", "x-inference-time": str(ms),
+        "x-compute-type": "gpu+optimized",
+        "x-compute-time": f"{seconds:.6f}",
+        "x-compute-characters": str(len(prompt)),
+        "x-total-time": str(ms),
+        "x-validation-time": "0",
+        "x-queue-time": "0",
+        "x-inference-time": str(ms),
         "x-time-per-token": str(ms // max(1, generation.completion_tokens)),
         "x-prompt-tokens": str(generation.prompt_tokens),
         "x-generated-tokens": str(generation.completion_tokens),
@@ -90,13 +109,20 @@ def timing_headers(prompt: str, generation: Generation, seconds: float) -> dict[
 
 def stream_headers(prompt: str) -> dict[str, str]:
     """The headers of a TGI stream (axum's ``Sse`` adds the content type)."""
-    return {"Cache-Control": "no-cache", "x-compute-type": "gpu+optimized",
-            "x-compute-characters": str(len(prompt)), "X-Accel-Buffering": "no"}
+    return {
+        "Cache-Control": "no-cache",
+        "x-compute-type": "gpu+optimized",
+        "x-compute-characters": str(len(prompt)),
+        "X-Accel-Buffering": "no",
+    }
 
 
 def _usage(g: Generation) -> dict[str, int]:
-    return {"prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens,
-            "total_tokens": g.prompt_tokens + g.completion_tokens}
+    return {
+        "prompt_tokens": g.prompt_tokens,
+        "completion_tokens": g.completion_tokens,
+        "total_tokens": g.prompt_tokens + g.completion_tokens,
+    }
 
 
 def _openai_finish(reason: str) -> str:
@@ -107,10 +133,19 @@ def _openai_finish(reason: str) -> str:
 def chat_completion(model: str, fingerprint: str, g: Generation) -> dict[str, Any]:
     """The non-streamed chat body (§3d)."""
     return {
-        "object": "chat.completion", "id": "", "created": int(time.time()), "model": model,
+        "object": "chat.completion",
+        "id": "",
+        "created": int(time.time()),
+        "model": model,
         "system_fingerprint": fingerprint,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": g.text},
-                     "logprobs": None, "finish_reason": _openai_finish(g.finish_reason)}],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": g.text},
+                "logprobs": None,
+                "finish_reason": _openai_finish(g.finish_reason),
+            }
+        ],
         "usage": _usage(g),
     }
 
@@ -118,10 +153,19 @@ def chat_completion(model: str, fingerprint: str, g: Generation) -> dict[str, An
 def completion(model: str, fingerprint: str, g: Generation) -> dict[str, Any]:
     """The non-streamed legacy completion body (§3e)."""
     return {
-        "object": "text_completion", "id": "", "created": int(time.time()), "model": model,
+        "object": "text_completion",
+        "id": "",
+        "created": int(time.time()),
+        "model": model,
         "system_fingerprint": fingerprint,
-        "choices": [{"index": 0, "text": g.text, "logprobs": None,
-                     "finish_reason": _openai_finish(g.finish_reason)}],
+        "choices": [
+            {
+                "index": 0,
+                "text": g.text,
+                "logprobs": None,
+                "finish_reason": _openai_finish(g.finish_reason),
+            }
+        ],
         "usage": _usage(g),
     }
 
@@ -130,9 +174,13 @@ def generate_response(g: Generation, details: bool) -> dict[str, Any]:
     """The ``/generate`` body (§3b): ``details`` only when asked for."""
     body: dict[str, Any] = {"generated_text": g.text}
     if details:
-        body["details"] = {"finish_reason": g.finish_reason,
-                           "generated_tokens": g.completion_tokens, "seed": None, "prefill": [],
-                           "tokens": [_token(g, i) for i in range(len(g.tokens))]}
+        body["details"] = {
+            "finish_reason": g.finish_reason,
+            "generated_tokens": g.completion_tokens,
+            "seed": None,
+            "prefill": [],
+            "tokens": [_token(g, i) for i in range(len(g.tokens))],
+        }
     return body
 
 
@@ -164,9 +212,15 @@ class ChatStream:
         self.created = int(time.time())
 
     def _chunk(self, choices: list[Any], usage: Any) -> dict[str, Any]:
-        return {"object": "chat.completion.chunk", "id": "", "created": self.created,
-                "model": self.model, "system_fingerprint": self.fingerprint,
-                "choices": choices, "usage": usage}
+        return {
+            "object": "chat.completion.chunk",
+            "id": "",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": self.fingerprint,
+            "choices": choices,
+            "usage": usage,
+        }
 
     async def token(self, response: web.StreamResponse, g: Generation, index: int) -> None:
         text = g.tokens[index]
@@ -174,8 +228,12 @@ class ChatStream:
         finish = _openai_finish(g.finish_reason) if last else None
         content = "" if text == EOS_TOKEN else text  # special tokens become empty content
         delta = {"role": "assistant", "content": content}
-        await _event(response, self._chunk(
-            [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], None))
+        await _event(
+            response,
+            self._chunk(
+                [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], None
+            ),
+        )
 
     async def finish(self, response: web.StreamResponse, g: Generation) -> None:
         if self.include_usage:
@@ -197,17 +255,32 @@ class CompletionStream(ChatStream):
     async def token(self, response: web.StreamResponse, g: Generation, index: int) -> None:
         text = g.tokens[index]
         if index < len(g.tokens) - 1:
-            await _event(response, {
-                "object": "text_completion", "id": "", "created": self.created,
-                "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": ""}],
-                "model": self.model, "system_fingerprint": self.fingerprint})
+            await _event(
+                response,
+                {
+                    "object": "text_completion",
+                    "id": "",
+                    "created": self.created,
+                    "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": ""}],
+                    "model": self.model,
+                    "system_fingerprint": self.fingerprint,
+                },
+            )
             return
-        await _event(response, {  # the final chunk: raw finish reason, raw last token, usage
-            "object": "text_completion", "id": "", "created": self.created, "model": self.model,
-            "system_fingerprint": self.fingerprint,
-            "choices": [{"index": 0, "text": text, "logprobs": None,
-                         "finish_reason": g.finish_reason}],
-            "usage": _usage(g)})
+        await _event(
+            response,
+            {  # the final chunk: raw finish reason, raw last token, usage
+                "object": "text_completion",
+                "id": "",
+                "created": self.created,
+                "model": self.model,
+                "system_fingerprint": self.fingerprint,
+                "choices": [
+                    {"index": 0, "text": text, "logprobs": None, "finish_reason": g.finish_reason}
+                ],
+                "usage": _usage(g),
+            },
+        )
 
     async def finish(self, response: web.StreamResponse, g: Generation) -> None:
         await _event(response, "[DONE]")
@@ -223,10 +296,21 @@ class GenerateStream:
         last = index == len(g.tokens) - 1
         details = None
         if last and self.details:
-            details = {"finish_reason": g.finish_reason, "generated_tokens": g.completion_tokens,
-                       "seed": None, "input_length": g.prompt_tokens}
-        await _event(response, {"index": index + 1, "token": _token(g, index),
-                                "generated_text": g.text if last else None, "details": details})
+            details = {
+                "finish_reason": g.finish_reason,
+                "generated_tokens": g.completion_tokens,
+                "seed": None,
+                "input_length": g.prompt_tokens,
+            }
+        await _event(
+            response,
+            {
+                "index": index + 1,
+                "token": _token(g, index),
+                "generated_text": g.text if last else None,
+                "details": details,
+            },
+        )
 
     async def finish(self, response: web.StreamResponse, g: Generation) -> None:
         return None

@@ -141,8 +141,9 @@ class Simulator:
             # chat maps temperature 0 to greedy decoding instead of rejecting it
             "temperature": body.get("temperature") or None,
             "frequency_penalty": body.get("frequency_penalty"),
-            "repetition_penalty": (body["presence_penalty"] + 2.0
-                                   if body.get("presence_penalty") is not None else None),
+            "repetition_penalty": (
+                body["presence_penalty"] + 2.0 if body.get("presence_penalty") is not None else None
+            ),
             "stop": body.get("stop") or [],
         }
         adapter = None if requested in (None, "tgi") else requested
@@ -159,19 +160,26 @@ class Simulator:
             return error
         if body.get("suffix") is not None:
             return protocol.json_error(
-                422, "Suffix is not supported and can be achieved by preprocessing the prompt.",
-                "suffix not supported")
+                422,
+                "Suffix is not supported and can be achieved by preprocessing the prompt.",
+                "suffix not supported",
+            )
         prompt = body.get("prompt")
         prompts = prompt if isinstance(prompt, list) else [prompt]
         if not prompts or not all(isinstance(p, str) for p in prompts):
             return protocol.deserialize_error("prompt: invalid type")
         if len(prompts) > 4:
-            return protocol.json_error(422, "Number of prompts exceeds the maximum batch size",
-                                       "batch size exceeded")
+            return protocol.json_error(
+                422, "Number of prompts exceeds the maximum batch size", "batch size exceeded"
+            )
         requested = body.get("model")
         adapter = None if requested in (None, "tgi") else requested
-        parameters = {"max_new_tokens": body.get("max_tokens"), "top_p": body.get("top_p"),
-                      "temperature": body.get("temperature") or None, "stop": body.get("stop") or []}
+        parameters = {
+            "max_new_tokens": body.get("max_tokens"),
+            "top_p": body.get("top_p"),
+            "temperature": body.get("temperature") or None,
+            "stop": body.get("stop") or [],
+        }
         text = f"<start_of_turn>user\n{prompts[0]}<end_of_turn>"
         job = _Job(self, request, body, text, adapter, parameters)
         model = self.config.model_id  # /v1/completions always answers with the base model id
@@ -194,42 +202,61 @@ class Simulator:
             return protocol.deserialize_error("missing field `inputs`")
         params = body.get("parameters") or {}
         details = bool(params.get("details"))
-        job = _Job(self, request, body, f"<start_of_turn>user\n{inputs}", params.get("adapter_id"),
-                   params)
+        job = _Job(
+            self, request, body, f"<start_of_turn>user\n{inputs}", params.get("adapter_id"), params
+        )
         if stream:
             return await job.stream(protocol.GenerateStream(details))
         return await job.respond(lambda g: protocol.generate_response(g, details))
 
     async def _info(self, request: web.Request) -> web.Response:
         c = self.config
-        return web.json_response({
-            "model_id": c.model_id, "model_sha": None, "model_pipeline_tag": "text-generation",
-            "max_concurrent_requests": c.max_concurrent_requests, "max_best_of": 2,
-            "max_stop_sequences": c.max_stop_sequences, "max_input_tokens": c.max_input_tokens,
-            "max_total_tokens": c.max_total_tokens, "validation_workers": 2,
-            "max_client_batch_size": 4, "router": "text-generation-router", "version": VERSION,
-            "sha": None, "docker_label": None,
-        })
+        return web.json_response(
+            {
+                "model_id": c.model_id,
+                "model_sha": None,
+                "model_pipeline_tag": "text-generation",
+                "max_concurrent_requests": c.max_concurrent_requests,
+                "max_best_of": 2,
+                "max_stop_sequences": c.max_stop_sequences,
+                "max_input_tokens": c.max_input_tokens,
+                "max_total_tokens": c.max_total_tokens,
+                "validation_workers": 2,
+                "max_client_batch_size": 4,
+                "router": "text-generation-router",
+                "version": VERSION,
+                "sha": None,
+                "docker_label": None,
+            }
+        )
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.Response(status=200)
 
     async def _models(self, request: web.Request) -> web.Response:
         model = self.config.model_id
-        return web.json_response({"object": "list", "data": [
-            {"id": model, "object": "model", "created": 0, "owned_by": model}]})
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [{"id": model, "object": "model", "created": 0, "owned_by": model}],
+            }
+        )
 
     async def _metrics(self, request: web.Request) -> web.Response:
         lines = [
-            "# TYPE tgi_queue_size gauge", "tgi_queue_size 0",
-            "# TYPE tgi_batch_current_size gauge", f"tgi_batch_current_size {self._inflight}",
+            "# TYPE tgi_queue_size gauge",
+            "tgi_queue_size 0",
+            "# TYPE tgi_batch_current_size gauge",
+            f"tgi_batch_current_size {self._inflight}",
             "# TYPE tgi_request_count counter",
             f"tgi_request_count {self._counters.get('count', 0)}",
             "# TYPE tgi_request_success counter",
             f"tgi_request_success {self._counters.get('success', 0)}",
             "# TYPE tgi_request_failure counter",
-            *(f'tgi_request_failure{{err="{err}"}} {self._counters.get(err, 0)}'
-              for err in ("validation", "overloaded", "generation", "dropped", "template")),
+            *(
+                f'tgi_request_failure{{err="{err}"}} {self._counters.get(err, 0)}'
+                for err in ("validation", "overloaded", "generation", "dropped", "template")
+            ),
         ]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
@@ -240,8 +267,15 @@ class Simulator:
 class _Job:
     """One generation request, from admission to the last byte."""
 
-    def __init__(self, sim: Simulator, request: web.Request, body: Any, prompt: str,
-                 adapter: str | None, parameters: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        sim: Simulator,
+        request: web.Request,
+        body: Any,
+        prompt: str,
+        adapter: str | None,
+        parameters: dict[str, Any],
+    ) -> None:
         self.sim = sim
         self.request = request
         self.prompt = prompt
@@ -252,8 +286,9 @@ class _Job:
         self.seen = SeenRequest(request.path, body, dict(request.headers), self.served_by)
         sim._record(self.seen)
         sim._count("count")
-        self.fault = fault_for(request.headers.get("x-sim-fault"), prompt,
-                               sim.config.faults.get(self.served_by))
+        self.fault = fault_for(
+            request.headers.get("x-sim-fault"), prompt, sim.config.faults.get(self.served_by)
+        )
 
     def _generation(self) -> Generation | str:
         """The answer, or TGI's validation message for parameters it refuses."""
@@ -294,8 +329,9 @@ class _Job:
         finally:
             self.sim._inflight -= 1
 
-    async def _respond_admitted(self, generation: Generation,
-                                render: Callable[[Generation], dict[str, Any]]) -> web.StreamResponse:
+    async def _respond_admitted(
+        self, generation: Generation, render: Callable[[Generation], dict[str, Any]]
+    ) -> web.StreamResponse:
         cfg = self.sim.config
         started = time.monotonic()
         if self.fault is Fault.RESET:
@@ -313,8 +349,7 @@ class _Job:
         self.sim._count("success")
         self.sim._record(self.seen, "ok")
         headers = protocol.timing_headers(self.prompt, generation, time.monotonic() - started)
-        return web.json_response(render(generation), headers=headers,
-                                 dumps=protocol.dumps)
+        return web.json_response(render(generation), headers=headers, dumps=protocol.dumps)
 
     async def stream(self, framing: protocol.Framing) -> web.StreamResponse:
         """A streamed answer: the status is committed first, so every error is an event."""
@@ -342,8 +377,9 @@ class _Job:
             self.sim._inflight -= 1
         return response
 
-    async def _stream_admitted(self, response: web.StreamResponse, framing: protocol.Framing,
-                               generation: Generation) -> None:
+    async def _stream_admitted(
+        self, response: web.StreamResponse, framing: protocol.Framing, generation: Generation
+    ) -> None:
         cfg = self.sim.config
         if self.fault is Fault.ERROR_BEFORE_CONTENT:
             self.sim._count("generation")
@@ -352,7 +388,7 @@ class _Job:
             return
         if cfg.ttft:
             await asyncio.sleep(cfg.ttft)
-        for index, token in enumerate(generation.tokens):
+        for index in range(len(generation.tokens)):
             if index == 2 and self.fault is Fault.ERROR_MID_STREAM:
                 self.sim._count("generation")
                 self.sim._record(self.seen, "error")
@@ -383,8 +419,12 @@ def serve_forever(config: SimConfig, host: str, port: int) -> None:
     async def main() -> None:
         sim = Simulator(config)
         url = await sim.start(host, port)
-        print(json.dumps({"simulator": url, "model_id": config.model_id,
-                          "adapters": sorted(sim.adapters)}), flush=True)
+        print(
+            json.dumps(
+                {"simulator": url, "model_id": config.model_id, "adapters": sorted(sim.adapters)}
+            ),
+            flush=True,
+        )
         try:
             await asyncio.Event().wait()
         finally:

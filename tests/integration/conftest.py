@@ -25,8 +25,9 @@ def stack(loop: LoopThread) -> Iterator[Stack]:
 
 def client_for(stack: Stack, team: str) -> openai.OpenAI:
     """The official client as the team's app would build it (no retries: tests see all)."""
-    return openai.OpenAI(base_url=stack.base_url, api_key=stack.keys[team], max_retries=0,
-                         timeout=20)
+    return openai.OpenAI(
+        base_url=stack.base_url, api_key=stack.keys[team], max_retries=0, timeout=20
+    )
 
 
 @pytest.fixture

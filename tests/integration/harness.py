@@ -84,9 +84,12 @@ async def _stop_gateway(server: PlaneServer) -> None:
 
 
 @contextmanager
-def running_stack(loop: LoopThread, sim_config: SimConfig | None = None,
-                  endpoints: tuple[str, ...] | None = None,
-                  **settings_overrides: Any) -> Iterator[Stack]:
+def running_stack(
+    loop: LoopThread,
+    sim_config: SimConfig | None = None,
+    endpoints: tuple[str, ...] | None = None,
+    **settings_overrides: Any,
+) -> Iterator[Stack]:
     """The example deployment on a simulator, served by a gateway on a free port."""
     registry = load_policies(EXAMPLES)
     pool = registry.pools[0]
@@ -95,8 +98,9 @@ def running_stack(loop: LoopThread, sim_config: SimConfig | None = None,
     config.lora_adapters = ",".join(pool.adapters)
     sim = Simulator(config)
     sim_url = loop.run(sim.start())
-    registry = registry.model_copy(update={"pools": (pool.model_copy(
-        update={"endpoints": endpoints or (sim_url,)}),)})
+    registry = registry.model_copy(
+        update={"pools": (pool.model_copy(update={"endpoints": endpoints or (sim_url,)}),)}
+    )
     registry, keys = with_keys(registry, PEPPER.encode())
     settings = Settings(key_pepper=SecretStr(PEPPER), **settings_overrides)
     server = loop.run(_start_gateway(settings, registry))

@@ -11,9 +11,15 @@ import httpx
 
 def post_stream(url: str, key: str, body: dict[str, Any]) -> tuple[httpx.Response, list[str]]:
     """POST a streamed request; the response and its ``data`` payloads in order."""
-    with httpx.Client(timeout=20) as client, client.stream(
-            "POST", url + "/v1/chat/completions", json=body,
-            headers={"Authorization": f"Bearer {key}"}) as response:
+    with (
+        httpx.Client(timeout=20) as client,
+        client.stream(
+            "POST",
+            url + "/v1/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {key}"},
+        ) as response,
+    ):
         raw = response.read().decode()
     assert raw.endswith("\n\n")
     events = [event for event in raw.split("\n\n") if event]
@@ -34,5 +40,6 @@ def open_raw_request(url: str, key: str, body: dict[str, Any]) -> socket.socket:
     sock.sendall(
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
         + f"Authorization: Bearer {key}\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
-        + payload)
+        + payload
+    )
     return sock

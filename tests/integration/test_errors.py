@@ -11,8 +11,13 @@ import pytest
 from tests.integration.harness import Stack
 
 
-def _post(stack: Stack, body: bytes | str, key: str | None, path: str = "/v1/chat/completions",
-          **headers: str) -> httpx.Response:
+def _post(
+    stack: Stack,
+    body: bytes | str,
+    key: str | None,
+    path: str = "/v1/chat/completions",
+    **headers: str,
+) -> httpx.Response:
     if key is not None:
         headers["Authorization"] = f"Bearer {key}"
     headers.setdefault("Content-Type", "application/json")
@@ -28,26 +33,37 @@ def _error(response: httpx.Response) -> dict[str, Any]:
     return body["error"]  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    (b"{not json", None),
-    (b"", None),
-    (b"[1, 2]", None),
-    (b'{"model": "sql"}', "messages"),
-    (b'{"model": "sql", "messages": []}', "messages"),
-    (b'{"model": "sql", "messages": "hello"}', "messages"),
-    (b'{"model": "sql", "messages": [{"role": "wizard", "content": "x"}]}', "messages.0.role"),
-    (b'{"messages": [{"role": "user", "content": "x"}]}', "model"),
-    (b'{"model": 7, "messages": [{"role": "user", "content": "x"}]}', "model"),
-    (b'{"model": "sql", "messages": [{"role": "user", "content": "x"}], "max_tokens": "9"}',
-     "max_tokens"),
-    (b'{"model": "sql", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}',
-     "max_tokens"),
-    (b'{"model": "sql", "messages": [{"role": "user", "content": "x"}], "temperature": 3}',
-     "temperature"),
-    (b'{"model": "sql", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}',
-     "stream"),
-    (b'{"model": "sql", "messages": [{"role": "user", "content": "x"}], "n": 2}', "n"),
-])
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b"{not json", None),
+        (b"", None),
+        (b"[1, 2]", None),
+        (b'{"model": "sql"}', "messages"),
+        (b'{"model": "sql", "messages": []}', "messages"),
+        (b'{"model": "sql", "messages": "hello"}', "messages"),
+        (b'{"model": "sql", "messages": [{"role": "wizard", "content": "x"}]}', "messages.0.role"),
+        (b'{"messages": [{"role": "user", "content": "x"}]}', "model"),
+        (b'{"model": 7, "messages": [{"role": "user", "content": "x"}]}', "model"),
+        (
+            b'{"model": "sql", "messages": [{"role": "user", "content": "x"}], "max_tokens": "9"}',
+            "max_tokens",
+        ),
+        (
+            b'{"model": "sql", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}',
+            "max_tokens",
+        ),
+        (
+            b'{"model": "sql", "messages": [{"role": "user", "content": "x"}], "temperature": 3}',
+            "temperature",
+        ),
+        (
+            b'{"model": "sql", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}',
+            "stream",
+        ),
+        (b'{"model": "sql", "messages": [{"role": "user", "content": "x"}], "n": 2}', "n"),
+    ],
+)
 def test_malformed_requests_are_400(stack: Stack, body: bytes, param: str | None) -> None:
     response = _post(stack, body, stack.keys["analytics"])
     assert response.status_code == 400
@@ -65,10 +81,21 @@ def test_max_tokens_above_the_cap_is_400_and_never_sent(stack: Stack) -> None:
     assert stack.sim.seen == []
 
 
-@pytest.mark.parametrize("authorization", [
-    None, "", "Bearer", "bearer  x", "Basic abc", "Bearer lgw-", "Bearer lgw-aaaaaaaaaaaa-short",
-    "Bearer lgw-aaaaaaaaaaaa-" + "x" * 43, "Bearer sk-proj-123", "Bearer " + "lgw-" * 1000,
-])
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "",
+        "Bearer",
+        "bearer  x",
+        "Basic abc",
+        "Bearer lgw-",
+        "Bearer lgw-aaaaaaaaaaaa-short",
+        "Bearer lgw-aaaaaaaaaaaa-" + "x" * 43,
+        "Bearer sk-proj-123",
+        "Bearer " + "lgw-" * 1000,
+    ],
+)
 def test_missing_or_bad_keys_are_401(stack: Stack, authorization: str | None) -> None:
     headers = {} if authorization is None else {"Authorization": authorization}
     response = _post(stack, b'{"model": "sql", "messages": []}', None, **headers)

@@ -27,7 +27,8 @@ ROUTES = [
 def test_each_team_reaches_its_adapter(stack: Stack, team: str, task: str, adapter: str) -> None:
     with client_for(stack, team) as client:
         raw = client.chat.completions.with_raw_response.create(
-            model=task, messages=[{"role": "user", "content": "hello"}])
+            model=task, messages=[{"role": "user", "content": "hello"}]
+        )
     completion = raw.parse()
     assert completion.choices[0].message.content == f"[{adapter}] hello"
     assert completion.model == task
@@ -39,11 +40,15 @@ def test_each_team_reaches_its_adapter(stack: Stack, team: str, task: str, adapt
 
 
 @pytest.mark.parametrize(("team", "task", "adapter"), ROUTES)
-def test_each_team_reaches_its_adapter_streamed(stack: Stack, team: str, task: str,
-                                                adapter: str) -> None:
+def test_each_team_reaches_its_adapter_streamed(
+    stack: Stack, team: str, task: str, adapter: str
+) -> None:
     with client_for(stack, team) as client:
-        chunks = list(client.chat.completions.create(
-            model=task, messages=[{"role": "user", "content": "hello"}], stream=True))
+        chunks = list(
+            client.chat.completions.create(
+                model=task, messages=[{"role": "user", "content": "hello"}], stream=True
+            )
+        )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == f"[{adapter}] hello"
     assert {c.model for c in chunks} == {task}
@@ -56,19 +61,31 @@ def test_completions_route_to_the_adapter(stack: Stack) -> None:
     assert stack.sim.seen[-1].body["model"] == CODE
 
 
-@pytest.mark.parametrize(("team", "foreign_task"), [
-    ("analytics", "code"), ("devtools", "sql"), ("localization", "sql"),
-    ("analytics", SQL), ("analytics", "SQL"), ("analytics", "tgi"),
-])
+@pytest.mark.parametrize(
+    ("team", "foreign_task"),
+    [
+        ("analytics", "code"),
+        ("devtools", "sql"),
+        ("localization", "sql"),
+        ("analytics", SQL),
+        ("analytics", "SQL"),
+        ("analytics", "tgi"),
+    ],
+)
 def test_another_teams_task_or_a_raw_adapter_id_is_model_not_found(
-        stack: Stack, team: str, foreign_task: str) -> None:
+    stack: Stack, team: str, foreign_task: str
+) -> None:
     seen_before = len(stack.sim.seen)
     with client_for(stack, team) as client, pytest.raises(openai.NotFoundError) as caught:
-        client.chat.completions.create(model=foreign_task,
-                                       messages=[{"role": "user", "content": "x"}])
+        client.chat.completions.create(
+            model=foreign_task, messages=[{"role": "user", "content": "x"}]
+        )
     assert caught.value.body == {
         "message": caught.value.body["message"],  # type: ignore[index]
-        "type": "invalid_request_error", "param": "model", "code": "model_not_found"}
+        "type": "invalid_request_error",
+        "param": "model",
+        "code": "model_not_found",
+    }
     assert len(stack.sim.seen) == seen_before  # nothing reached the backend
 
 
@@ -77,5 +94,8 @@ def test_models_lists_only_the_callers_tasks(stack: Stack) -> None:
     for team in ("analytics", "devtools", "localization"):
         with client_for(stack, team) as client:
             listed[team] = sorted(m.id for m in client.models.list())
-    assert listed == {"analytics": ["chat", "sql"], "devtools": ["chat", "code"],
-                      "localization": ["chat", "translate-ja"]}
+    assert listed == {
+        "analytics": ["chat", "sql"],
+        "devtools": ["chat", "code"],
+        "localization": ["chat", "translate-ja"],
+    }

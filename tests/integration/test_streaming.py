@@ -8,12 +8,15 @@ import socket
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from gateway.sim import SimConfig
 from tests.integration.harness import LoopThread, Stack, running_stack
 from tests.integration.sse import chunks, open_raw_request, post_stream
 
-LONG = [{"role": "user", "content": "one two three four five six seven eight"}]
+LONG: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "one two three four five six seven eight"}
+]
 
 
 def _last_outcome(stack: Stack, outcome: str) -> bool:
@@ -21,8 +24,12 @@ def _last_outcome(stack: Stack, outcome: str) -> bool:
 
 
 def test_first_token_reaches_the_client_before_the_upstream_finishes(loop: LoopThread) -> None:
-    with running_stack(loop, SimConfig(itl=0.5)) as stack, openai.OpenAI(
-            base_url=stack.base_url, api_key=stack.keys["analytics"], max_retries=0) as client:
+    with (
+        running_stack(loop, SimConfig(itl=0.5)) as stack,
+        openai.OpenAI(
+            base_url=stack.base_url, api_key=stack.keys["analytics"], max_retries=0
+        ) as client,
+    ):
         stream = client.chat.completions.create(model="sql", messages=LONG, stream=True)
         first = next(iter(stream))
         assert first.choices[0].delta.content
@@ -33,9 +40,12 @@ def test_first_token_reaches_the_client_before_the_upstream_finishes(loop: LoopT
 
 def test_client_disconnect_mid_stream_closes_the_upstream(loop: LoopThread) -> None:
     with running_stack(loop, SimConfig(itl=0.2)) as stack, httpx.Client(timeout=10) as client:
-        with client.stream("POST", stack.url + "/v1/chat/completions",
-                           headers={"Authorization": f"Bearer {stack.keys['analytics']}"},
-                           json={"model": "sql", "messages": LONG, "stream": True}) as response:
+        with client.stream(
+            "POST",
+            stack.url + "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {stack.keys['analytics']}"},
+            json={"model": "sql", "messages": LONG, "stream": True},
+        ) as response:
             lines = response.iter_lines()
             assert next(lines).startswith("data: ")
         assert _last_outcome(stack, "disconnected")
@@ -43,19 +53,27 @@ def test_client_disconnect_mid_stream_closes_the_upstream(loop: LoopThread) -> N
 
 @pytest.mark.parametrize("stream", [True, False])
 def test_client_disconnect_before_the_first_token_closes_the_upstream(
-        loop: LoopThread, stream: bool) -> None:
+    loop: LoopThread, stream: bool
+) -> None:
     with running_stack(loop, SimConfig(ttft=30)) as stack:
-        sock = open_raw_request(stack.url, stack.keys["analytics"],
-                                {"model": "sql", "messages": LONG, "stream": stream})
+        sock = open_raw_request(
+            stack.url, stack.keys["analytics"], {"model": "sql", "messages": LONG, "stream": stream}
+        )
         assert stack.sim.wait_for(lambda seen: len(seen) == 1, timeout=10)
         sock.close()
         assert _last_outcome(stack, "disconnected")
 
 
 def test_upstream_reset_mid_stream_ends_with_an_error_event(stack: Stack) -> None:
-    response, payloads = post_stream(stack.url, stack.keys["analytics"], {
-        "model": "sql", "stream": True,
-        "messages": [{"role": "user", "content": "sim-fault=reset then some words"}]})
+    response, payloads = post_stream(
+        stack.url,
+        stack.keys["analytics"],
+        {
+            "model": "sql",
+            "stream": True,
+            "messages": [{"role": "user", "content": "sim-fault=reset then some words"}],
+        },
+    )
     assert response.status_code == 200
     assert len(chunks(payloads[:-2])) == 2
     assert json.loads(payloads[-2])["error"]["code"] == "upstream_error"
@@ -63,18 +81,29 @@ def test_upstream_reset_mid_stream_ends_with_an_error_event(stack: Stack) -> Non
 
 
 def test_upstream_reset_before_an_answer_is_503(stack: Stack) -> None:
-    with openai.OpenAI(base_url=stack.base_url, api_key=stack.keys["analytics"],
-                       max_retries=0) as client, pytest.raises(openai.APIStatusError) as caught:
+    with (
+        openai.OpenAI(
+            base_url=stack.base_url, api_key=stack.keys["analytics"], max_retries=0
+        ) as client,
+        pytest.raises(openai.APIStatusError) as caught,
+    ):
         client.chat.completions.create(
-            model="sql", messages=[{"role": "user", "content": "sim-fault=reset"}])
+            model="sql", messages=[{"role": "user", "content": "sim-fault=reset"}]
+        )
     assert caught.value.status_code in (502, 503)
 
 
 def test_a_stalled_stream_is_cut_by_the_idle_timeout(loop: LoopThread) -> None:
     with running_stack(loop, upstream_idle_timeout=0.5) as stack:
-        _, payloads = post_stream(stack.url, stack.keys["analytics"], {
-            "model": "sql", "stream": True,
-            "messages": [{"role": "user", "content": "sim-fault=stall now"}]})
+        _, payloads = post_stream(
+            stack.url,
+            stack.keys["analytics"],
+            {
+                "model": "sql",
+                "stream": True,
+                "messages": [{"role": "user", "content": "sim-fault=stall now"}],
+            },
+        )
         assert len(chunks(payloads[:-2])) == 1
         assert json.loads(payloads[-2])["error"]["type"] == "api_error"
         assert payloads[-1] == "[DONE]"
@@ -95,14 +124,17 @@ def test_an_unreachable_pool_is_503(loop: LoopThread) -> None:
         dead = f"http://127.0.0.1:{probe.getsockname()[1]}"  # bound, never listening
         with running_stack(loop, endpoints=(dead,)) as stack:
             for stream in (False, True):
-                response, _ = _raw_post(stack, {"model": "sql", "messages": LONG,
-                                                "stream": stream})
+                response, _ = _raw_post(stack, {"model": "sql", "messages": LONG, "stream": stream})
                 assert response.status_code == 503
                 assert response.json()["error"]["code"] == "upstream_unavailable"
                 assert response.headers["retry-after"] == "1"
 
 
 def _raw_post(stack: Stack, body: dict[str, object]) -> tuple[httpx.Response, str]:
-    response = httpx.post(stack.url + "/v1/chat/completions", json=body, timeout=20,
-                          headers={"Authorization": f"Bearer {stack.keys['analytics']}"})
+    response = httpx.post(
+        stack.url + "/v1/chat/completions",
+        json=body,
+        timeout=20,
+        headers={"Authorization": f"Bearer {stack.keys['analytics']}"},
+    )
     return response, response.text
