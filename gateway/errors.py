@@ -2,15 +2,18 @@
 
     GatewayError                       500 api_error / internal_error
     ├── InvalidRequest                 400 invalid_request_error / invalid_request
-    │   └── RequestTooLarge            413 invalid_request_error / request_too_large
+    │   ├── RequestTooLarge            413 invalid_request_error / request_too_large
+    │   ├── UnknownURL                 404 invalid_request_error / unknown_url
+    │   └── MethodNotAllowed           405 invalid_request_error / method_not_allowed
     ├── AuthenticationFailed           401 invalid_request_error / invalid_api_key
     ├── PermissionDenied               403 permission_denied / permission_denied
     ├── ModelNotFound                  404 invalid_request_error / model_not_found
     ├── RateLimited                    429 rate_limit_exceeded / rate_limit_exceeded
-    └── UpstreamError                  502 api_error / upstream_error
-        ├── UpstreamUnavailable        503 api_error / upstream_unavailable
-        │   └── UpstreamOverloaded     503 api_error / upstream_overloaded
-        └── UpstreamTimeout            504 api_error / upstream_timeout
+    ├── UpstreamError                  502 api_error / upstream_error
+    │   ├── UpstreamUnavailable        503 api_error / upstream_unavailable
+    │   │   └── UpstreamOverloaded     503 api_error / upstream_overloaded
+    │   └── UpstreamTimeout            504 api_error / upstream_timeout
+    └── ClientDisconnected             499 (never sent: the client is gone)
 
 One renderer (``to_body``) turns any of them into OpenAI's
 ``{"error": {"message", "type", "param", "code"}}``; inside a stream the same body is
@@ -74,6 +77,20 @@ class RequestTooLarge(InvalidRequest):
     code = "request_too_large"
 
 
+class UnknownURL(InvalidRequest):
+    """No route has this path."""
+
+    status = 404
+    code = "unknown_url"
+
+
+class MethodNotAllowed(InvalidRequest):
+    """The path exists, the method does not."""
+
+    status = 405
+    code = "method_not_allowed"
+
+
 class AuthenticationFailed(GatewayError):
     """No key, a malformed key, or a key that is unknown or revoked."""
 
@@ -132,3 +149,10 @@ class UpstreamTimeout(UpstreamError):
 
     status = 504
     code = "upstream_timeout"
+
+
+class ClientDisconnected(GatewayError):
+    """The client hung up before the answer; the work was cancelled and nobody reads this."""
+
+    status = 499
+    code = "client_closed_request"

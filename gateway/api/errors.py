@@ -8,14 +8,16 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
-from gateway.errors import GatewayError, InvalidRequest, RequestTooLarge
+from gateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    MethodNotAllowed,
+    RequestTooLarge,
+    UnknownURL,
+)
 
 log = logging.getLogger("gateway")
 
-_BY_STATUS: dict[int, tuple[str, str]] = {
-    404: ("invalid_request_error", "unknown_url"),
-    405: ("invalid_request_error", "method_not_allowed"),
-}
 
 
 def gateway_error(request: Request[Any, Any, Any], exc: GatewayError) -> Response[bytes]:
@@ -27,16 +29,11 @@ def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
     """Litestar's own refusals (unknown path, wrong method, body too large) in OpenAI's shape."""
     if exc.status_code == 413:
         return gateway_error(request, RequestTooLarge("The request body is too large."))
-    if exc.status_code in _BY_STATUS:
-        error_type, code = _BY_STATUS[exc.status_code]
-        message = f"Unknown request URL: {request.method} {request.url.path[:200]}."
-        if exc.status_code == 405:
-            message = f"Method {request.method} is not allowed on this URL."
-        body = GatewayError(message).to_body()
-        body["error"].update(type=error_type, code=code)
-        import json
-
-        return _render(request, exc.status_code, json.dumps(body).encode(), {})
+    if exc.status_code == 404:
+        path = request.url.path[:200]
+        return gateway_error(request, UnknownURL(f"Unknown request URL: {request.method} {path}."))
+    if exc.status_code == 405:
+        return gateway_error(request, MethodNotAllowed(f"Method {request.method} is not allowed."))
     if exc.status_code < 500:
         return gateway_error(request, InvalidRequest("The request could not be understood."))
     return unexpected_error(request, exc)

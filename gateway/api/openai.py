@@ -11,7 +11,7 @@ from litestar import Request, Response, get, post
 from litestar.response import Stream
 
 from gateway.auth import Principal, authenticate
-from gateway.errors import GatewayError
+from gateway.errors import ClientDisconnected
 from gateway.forward import exchange, open_stream, relay
 from gateway.plane import DataPlane
 from gateway.policy import max_tokens_for
@@ -23,13 +23,6 @@ T = TypeVar("T")
 AnyRequest = Request[Any, Any, Any]
 _JSON = "application/json"
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-class ClientDisconnected(GatewayError):
-    """The client went away before the answer; nobody reads this response."""
-
-    status = 499
-    code = "client_closed_request"
 
 
 @post("/v1/chat/completions", status_code=200)

@@ -68,7 +68,7 @@ class Simulator:
         self.adapters = frozenset(parse_lora_adapters(self.config.lora_adapters))
         self.seen: list[SeenRequest] = []
         self._changed = threading.Condition()
-        self._inflight = 0
+        self.inflight = 0
         self._counters: dict[str, int] = {}
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -112,7 +112,7 @@ class Simulator:
         with self._changed:
             return self._changed.wait_for(lambda: predicate(self.seen), timeout)
 
-    def _record(self, seen: SeenRequest, outcome: str | None = None) -> None:
+    def record(self, seen: SeenRequest, outcome: str | None = None) -> None:
         with self._changed:
             if outcome is None:
                 self.seen.append(seen)
@@ -247,7 +247,7 @@ class Simulator:
             "# TYPE tgi_queue_size gauge",
             "tgi_queue_size 0",
             "# TYPE tgi_batch_current_size gauge",
-            f"tgi_batch_current_size {self._inflight}",
+            f"tgi_batch_current_size {self.inflight}",
             "# TYPE tgi_request_count counter",
             f"tgi_request_count {self._counters.get('count', 0)}",
             "# TYPE tgi_request_success counter",
@@ -260,7 +260,7 @@ class Simulator:
         ]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
-    def _count(self, name: str) -> None:
+    def count(self, name: str) -> None:
         self._counters[name] = self._counters.get(name, 0) + 1
 
 
@@ -284,8 +284,8 @@ class _Job:
         known = adapter is not None and adapter in sim.adapters
         self.served_by = adapter if known and adapter else sim.config.model_id
         self.seen = SeenRequest(request.path, body, dict(request.headers), self.served_by)
-        sim._record(self.seen)
-        sim._count("count")
+        sim.record(self.seen)
+        sim.count("count")
         self.fault = fault_for(
             request.headers.get("x-sim-fault"), prompt, sim.config.faults.get(self.served_by)
         )
@@ -304,30 +304,30 @@ class _Job:
 
     def _admit(self) -> bool:
         cfg = self.sim.config
-        if self.fault is Fault.OVERLOAD or self.sim._inflight >= cfg.max_concurrent_requests:
-            self.sim._count("overloaded")
+        if self.fault is Fault.OVERLOAD or self.sim.inflight >= cfg.max_concurrent_requests:
+            self.sim.count("overloaded")
             return False
-        self.sim._inflight += 1
+        self.sim.inflight += 1
         return True
 
     async def respond(self, render: Callable[[Generation], dict[str, Any]]) -> web.StreamResponse:
         """A non-streamed answer."""
         generation = self._generation()
         if isinstance(generation, str):
-            self.sim._count("validation")
-            self.sim._record(self.seen, "error")
+            self.sim.count("validation")
+            self.sim.record(self.seen, "error")
             return protocol.json_error(422, generation, "validation")
         if not self._admit():
-            self.sim._record(self.seen, "error")
+            self.sim.record(self.seen, "error")
             return protocol.json_error(429, "Model is overloaded", "overloaded")
         try:
             return await self._respond_admitted(generation, render)
         except asyncio.CancelledError:
-            self.sim._count("dropped")
-            self.sim._record(self.seen, "disconnected")
+            self.sim.count("dropped")
+            self.sim.record(self.seen, "disconnected")
             raise
         finally:
-            self.sim._inflight -= 1
+            self.sim.inflight -= 1
 
     async def _respond_admitted(
         self, generation: Generation, render: Callable[[Generation], dict[str, Any]]
@@ -338,16 +338,16 @@ class _Job:
             self._reset()
             return web.Response(status=500)  # never sent: the connection is gone
         if self.fault in (Fault.ERROR_BEFORE_CONTENT, Fault.ERROR_MID_STREAM):
-            self.sim._count("generation")
-            self.sim._record(self.seen, "error")
+            self.sim.count("generation")
+            self.sim.record(self.seen, "error")
             return protocol.json_error(424, protocol.GENERATION_ERROR, "generation")
         delay = cfg.ttft + cfg.itl * max(0, len(generation.tokens) - 1)
         if self.fault is Fault.STALL:
             delay = cfg.stall_seconds
         if delay:
             await asyncio.sleep(delay)
-        self.sim._count("success")
-        self.sim._record(self.seen, "ok")
+        self.sim.count("success")
+        self.sim.record(self.seen, "ok")
         headers = protocol.timing_headers(self.prompt, generation, time.monotonic() - started)
         return web.json_response(render(generation), headers=headers, dumps=protocol.dumps)
 
@@ -358,23 +358,23 @@ class _Job:
         await response.prepare(self.request)
         generation = self._generation()
         if isinstance(generation, str):
-            self.sim._count("validation")
-            self.sim._record(self.seen, "error")
+            self.sim.count("validation")
+            self.sim.record(self.seen, "error")
             await framing.error(response, generation, "validation")
             return response
         if not self._admit():
-            self.sim._record(self.seen, "error")
+            self.sim.record(self.seen, "error")
             await framing.error(response, "Model is overloaded", "overloaded")
             return response
         try:
             await self._stream_admitted(response, framing, generation)
         except (asyncio.CancelledError, ConnectionResetError):
             if self.seen.outcome == "open":
-                self.sim._count("dropped")
-                self.sim._record(self.seen, "disconnected")
+                self.sim.count("dropped")
+                self.sim.record(self.seen, "disconnected")
             raise
         finally:
-            self.sim._inflight -= 1
+            self.sim.inflight -= 1
         return response
 
     async def _stream_admitted(
@@ -382,16 +382,16 @@ class _Job:
     ) -> None:
         cfg = self.sim.config
         if self.fault is Fault.ERROR_BEFORE_CONTENT:
-            self.sim._count("generation")
-            self.sim._record(self.seen, "error")
+            self.sim.count("generation")
+            self.sim.record(self.seen, "error")
             await framing.error(response, protocol.GENERATION_ERROR, "generation")
             return
         if cfg.ttft:
             await asyncio.sleep(cfg.ttft)
         for index in range(len(generation.tokens)):
             if index == 2 and self.fault is Fault.ERROR_MID_STREAM:
-                self.sim._count("generation")
-                self.sim._record(self.seen, "error")
+                self.sim.count("generation")
+                self.sim.record(self.seen, "error")
                 await framing.error(response, protocol.GENERATION_ERROR, "generation")
                 return
             if index == 2 and self.fault is Fault.RESET:
@@ -403,11 +403,11 @@ class _Job:
             if index == 0 and self.fault is Fault.STALL:
                 await asyncio.sleep(cfg.stall_seconds)
         await framing.finish(response, generation)
-        self.sim._count("success")
-        self.sim._record(self.seen, "ok")
+        self.sim.count("success")
+        self.sim.record(self.seen, "ok")
 
     def _reset(self) -> None:
-        self.sim._record(self.seen, "reset")
+        self.sim.record(self.seen, "reset")
         transport = self.request.transport
         if transport is not None:
             transport.abort()  # an RST, as a crashed replica or a killed pod gives

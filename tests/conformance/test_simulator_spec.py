@@ -16,7 +16,7 @@ import httpx
 import pytest
 from jsonschema import Draft202012Validator
 
-from gateway.sim import SimConfig, Simulator
+from gateway.sim import Fault, SimConfig, Simulator
 from tests.integration.harness import LoopThread
 
 # TGI v3.3.6-dev0 docs/openapi.json, copied unchanged from shared/reference (Apache-2.0).
@@ -201,6 +201,25 @@ def test_past_max_concurrent_requests_is_429(components: dict[str, Any]) -> None
             response = httpx.post(url + "/v1/chat/completions", json=CHAT)
             assert response.status_code == 429
             check(components, "ErrorResponse", response.json())
+    finally:
+        loop.run(sim.stop())
+        loop.close()
+
+
+def test_a_fault_can_be_set_per_adapter_and_metrics_count_it() -> None:
+    loop = LoopThread()
+    sim = Simulator(SimConfig(lora_adapters=ADAPTER, faults={ADAPTER: Fault.OVERLOAD}))
+    url = loop.run(sim.start())
+    try:
+        assert httpx.post(url + "/v1/chat/completions", json=CHAT).status_code == 429
+        base = httpx.post(url + "/v1/chat/completions", json={**CHAT, "model": "tgi"})
+        assert base.status_code == 200
+        health = httpx.get(url + "/health")
+        assert (health.status_code, health.content) == (200, b"")
+        metrics = httpx.get(url + "/metrics").text
+        assert "tgi_queue_size 0" in metrics
+        assert 'tgi_request_failure{err="overloaded"} 1' in metrics
+        assert "tgi_request_success 1" in metrics
     finally:
         loop.run(sim.stop())
         loop.close()

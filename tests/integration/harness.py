@@ -7,13 +7,17 @@ exactly as an app would, while still able to look at what the simulator received
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
 import threading
+import time
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import uvloop
 from pydantic import SecretStr
 
@@ -109,3 +113,25 @@ def running_stack(
     finally:
         loop.run(_stop_gateway(server))
         loop.run(sim.stop())
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (for servers started as processes)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, process: subprocess.Popen[str], timeout: float = 30) -> None:
+    """Poll a readiness probe until it answers 200; fail if the process exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"exited early: {process.communicate()}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)  # polling a probe, bounded by the deadline
+    raise AssertionError(f"{url} did not become ready")

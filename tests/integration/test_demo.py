@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,31 +13,14 @@ import httpx
 import openai
 import pytest
 
+from tests.integration.harness import free_port, wait_ready
+
 SQL = "google-cloud-partnership/gemma-2-2b-it-lora-sql"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_ready(url: str, process: subprocess.Popen[str], deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"demo exited early: {process.communicate()}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)  # polling a readiness probe, bounded by the deadline
-    raise AssertionError("demo did not become ready")
 
 
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], subprocess.Popen[str]]]:
-    port, admin_port = _free_port(), _free_port()
+    port, admin_port = free_port(), free_port()
     keys_file = tmp_path / "keys.json"
     process = subprocess.Popen(
         [
@@ -63,7 +44,7 @@ def demo(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], subprocess.Popen
         text=True,
     )
     try:
-        _wait_ready(f"http://127.0.0.1:{port}/readyz", process, time.monotonic() + 30)
+        wait_ready(f"http://127.0.0.1:{port}/readyz", process)
         yield f"http://127.0.0.1:{port}", json.loads(keys_file.read_text()), process
     finally:
         if process.poll() is None:

@@ -1,0 +1,144 @@
+"""The ``lora-gateway`` commands as an operator runs them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from gateway import keys
+from tests.integration.harness import LoopThread, free_port, wait_ready
+
+ROOT = Path(__file__).resolve().parents[2]
+PEPPER = "cli-test-pepper"
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def test_policies_validate_accepts_the_examples() -> None:
+    result = _cli("policies", "validate", str(ROOT / "policies" / "examples"))
+    assert result.returncode == 0
+    assert "valid (3 teams, 1 pools, 3 adapters, 4 mappings)" in result.stdout
+
+
+def test_policies_validate_names_file_line_and_field() -> None:
+    bad = ROOT / "tests" / "policies" / "bad" / "unserved_adapter.yaml"
+    result = _cli("policies", "validate", str(bad))
+    assert result.returncode == 2
+    assert f"{bad}:11: adapter: no pool serves 'org/sqll'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_keys_new_needs_a_pepper_and_prints_a_hashed_entry() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "LGW_KEY_PEPPER"}
+    refused = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "keys", "new", "--team", "a"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert refused.returncode == 2
+    minted = _cli("keys", "new", "--team", "analytics", env={"LGW_KEY_PEPPER": PEPPER})
+    plaintext = minted.stderr.split("key (shown once): ")[1].strip()
+    key_id, secret = keys.split(plaintext) or ("", "")
+    assert f"id: {key_id}" in minted.stdout
+    assert f"hash: {keys.hash_secret(PEPPER.encode(), secret)}" in minted.stdout
+    assert secret not in minted.stdout
+
+
+@pytest.fixture
+def sim_url(loop: LoopThread) -> Iterator[str]:
+    from gateway.sim import SimConfig, Simulator
+
+    sim = Simulator(SimConfig(lora_adapters="google-cloud-partnership/gemma-2-2b-it-lora-sql"))
+    yield loop.run(sim.start())
+    loop.run(sim.stop())
+
+
+def test_serve_routes_with_keys_from_policy_files(tmp_path: Path, sim_url: str) -> None:
+    key = keys.mint(PEPPER.encode())
+    (tmp_path / "deployment.yaml").write_text(f"""
+pools:
+  - name: gemma
+    base_model: google/gemma-2-2b-it
+    adapters: [google-cloud-partnership/gemma-2-2b-it-lora-sql]
+    endpoints: ["{sim_url}"]
+    system_role: fold
+teams:
+  - name: analytics
+    keys:
+      - {{id: {key.id}, name: app, hash: {key.hash}}}
+mappings:
+  - {{team: analytics, task: sql, adapter: google-cloud-partnership/gemma-2-2b-it-lora-sql}}
+""")
+    port = free_port()
+    env = {
+        **os.environ,
+        "LGW_POLICIES": str(tmp_path),
+        "LGW_KEY_PEPPER": PEPPER,
+        "LGW_PORT": str(port),
+        "LGW_ADMIN_PORT": str(free_port()),
+        "LGW_HOST": "127.0.0.1",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/readyz", process)
+        with openai.OpenAI(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key=key.plaintext, max_retries=0
+        ) as client:
+            answer = client.chat.completions.create(
+                model="sql", messages=[{"role": "user", "content": "hi"}]
+            )
+        assert answer.choices[0].message.content == (
+            "[google-cloud-partnership/gemma-2-2b-it-lora-sql] hi"
+        )
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, output
+        assert "single-node mode" in output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def test_serve_refuses_policies_with_keys_but_no_pepper(tmp_path: Path) -> None:
+    key = keys.mint(b"x")
+    (tmp_path / "p.yaml").write_text(
+        f"teams:\n  - name: t\n    keys:\n      - {{id: {key.id}, name: k, hash: {key.hash}}}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "LGW_KEY_PEPPER"}
+    env["LGW_POLICIES"] = str(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "LGW_KEY_PEPPER" in result.stderr
