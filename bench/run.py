@@ -69,8 +69,9 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def _load(url: str, headers: dict[str, str], body: dict[str, object], concurrency: int,
-                seconds: float) -> tuple[list[float], list[float], int]:
+async def _load(
+    url: str, headers: dict[str, str], body: dict[str, object], concurrency: int, seconds: float
+) -> tuple[list[float], list[float], int]:
     latencies: list[float] = []
     first_bytes: list[float] = []
     errors = 0
@@ -98,15 +99,27 @@ async def _load(url: str, headers: dict[str, str], body: dict[str, object], conc
     return latencies, first_bytes, errors
 
 
-def _result(scenario: str, target: str, concurrency: int, seconds: float,
-            run: tuple[list[float], list[float], int], stream: bool) -> Result:
+def _result(
+    scenario: str,
+    target: str,
+    concurrency: int,
+    seconds: float,
+    run: tuple[list[float], list[float], int],
+    stream: bool,
+) -> Result:
     latencies, first_bytes, errors = run
     ms = sorted(x * 1000 for x in latencies) or [0.0]
-    return Result(scenario, target, concurrency, len(latencies), errors,
-                  round(len(latencies) / seconds, 1), round(statistics.median(ms), 3),
-                  round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 3),
-                  round(statistics.median(first_bytes) * 1000, 3) if stream and first_bytes
-                  else None)
+    return Result(
+        scenario,
+        target,
+        concurrency,
+        len(latencies),
+        errors,
+        round(len(latencies) / seconds, 1),
+        round(statistics.median(ms), 3),
+        round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 3),
+        round(statistics.median(first_bytes) * 1000, 3) if stream and first_bytes else None,
+    )
 
 
 def main() -> int:
@@ -131,20 +144,46 @@ mappings:
   - {{team: bench, task: sql, adapter: {ADAPTER}}}
 """)
     cli = [sys.executable, "-m", "gateway.cli"]
-    sim = subprocess.Popen(_pinned(1, [*cli, "sim", "--port", str(sim_port), "--lora-adapters",
-                                       ADAPTER, "--max-concurrent-requests", "100000"]),
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    env = {**os.environ, "LGW_POLICIES": str(workdir), "LGW_KEY_PEPPER": pepper,
-           "LGW_PORT": str(gw_port), "LGW_ADMIN_PORT": str(free_port()),
-           "LGW_HOST": "127.0.0.1"}
-    gateway = subprocess.Popen(_pinned(0, [*cli, "serve"]), env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    sim = subprocess.Popen(
+        _pinned(
+            1,
+            [
+                *cli,
+                "sim",
+                "--port",
+                str(sim_port),
+                "--lora-adapters",
+                ADAPTER,
+                "--max-concurrent-requests",
+                "100000",
+            ],
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    env = {
+        **os.environ,
+        "LGW_POLICIES": str(workdir),
+        "LGW_KEY_PEPPER": pepper,
+        "LGW_PORT": str(gw_port),
+        "LGW_ADMIN_PORT": str(free_port()),
+        "LGW_HOST": "127.0.0.1",
+    }
+    gateway = subprocess.Popen(
+        _pinned(0, [*cli, "serve"]),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     results: list[Result] = []
     try:
         wait_ready(f"http://127.0.0.1:{sim_port}/health", sim)
         wait_ready(f"http://127.0.0.1:{gw_port}/readyz", gateway)
-        results = asyncio.run(_scenarios(sim_port, gw_port, key.plaintext, gateway.pid,
-                                         args.seconds))
+        results = asyncio.run(
+            _scenarios(sim_port, gw_port, key.plaintext, gateway.pid, args.seconds)
+        )
     finally:
         for process in (gateway, sim):
             process.terminate()
@@ -153,21 +192,28 @@ mappings:
     return 0
 
 
-async def _scenarios(sim_port: int, gw_port: int, key: str, gateway_pid: int,
-                     seconds: float) -> list[Result]:
+async def _scenarios(
+    sim_port: int, gw_port: int, key: str, gateway_pid: int, seconds: float
+) -> list[Result]:
     results = []
     messages = [{"role": "user", "content": PROMPT}]
     for stream in (False, True):
         for concurrency in (1, 16, 64):
             name = f"{'stream' if stream else 'json'} 16 tokens"
             direct = {"model": ADAPTER, "messages": messages, "max_tokens": 16, "stream": stream}
-            run = await _load(f"http://127.0.0.1:{sim_port}/v1/chat/completions", {}, direct,
-                              concurrency, seconds)
+            run = await _load(
+                f"http://127.0.0.1:{sim_port}/v1/chat/completions", {}, direct, concurrency, seconds
+            )
             results.append(_result(name, "direct", concurrency, seconds, run, stream))
             cpu_before = _cpu_seconds(gateway_pid)
             via = {**direct, "model": "sql"}
-            run = await _load(f"http://127.0.0.1:{gw_port}/v1/chat/completions",
-                              {"Authorization": f"Bearer {key}"}, via, concurrency, seconds)
+            run = await _load(
+                f"http://127.0.0.1:{gw_port}/v1/chat/completions",
+                {"Authorization": f"Bearer {key}"},
+                via,
+                concurrency,
+                seconds,
+            )
             result = _result(name, "gateway", concurrency, seconds, run, stream)
             cpu = _cpu_seconds(gateway_pid) - cpu_before
             result.cpu_ms_per_request = round(cpu * 1000 / max(1, result.requests), 3)
@@ -179,20 +225,29 @@ async def _scenarios(sim_port: int, gw_port: int, key: str, gateway_pid: int,
 def _report(results: list[Result], out: Path) -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"{when}; {machine}",
-             "", "| scenario | c | target | req/s | p50 ms | p99 ms | TTFB p50 ms | "
-             "added p50 ms | gw CPU ms/req | gw peak RSS MB |", "|---" * 10 + "|"]
+    lines = [
+        f"{when}; {machine}",
+        "",
+        "| scenario | c | target | req/s | p50 ms | p99 ms | TTFB p50 ms | "
+        "added p50 ms | gw CPU ms/req | gw peak RSS MB |",
+        "|---" * 10 + "|",
+    ]
     direct = {(r.scenario, r.concurrency): r for r in results if r.target == "direct"}
     for r in results:
         base = direct[(r.scenario, r.concurrency)]
         added = "" if r.target == "direct" else f"{r.p50_ms - base.p50_ms:+.3f}"
-        lines.append(f"| {r.scenario} | {r.concurrency} | {r.target} | {r.rps} | {r.p50_ms} | "
-                     f"{r.p99_ms} | {r.ttfb_p50_ms or ''} | {added} | "
-                     f"{r.cpu_ms_per_request or ''} | {r.rss_mb or ''} |")
+        lines.append(
+            f"| {r.scenario} | {r.concurrency} | {r.target} | {r.rps} | {r.p50_ms} | "
+            f"{r.p99_ms} | {r.ttfb_p50_ms or ''} | {added} | "
+            f"{r.cpu_ms_per_request or ''} | {r.rss_mb or ''} |"
+        )
     print("\n".join(lines))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"when": when, "machine": machine,
-                               "results": [asdict(r) for r in results]}, indent=2))
+    out.write_text(
+        json.dumps(
+            {"when": when, "machine": machine, "results": [asdict(r) for r in results]}, indent=2
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -13,11 +13,10 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway.api import errors, health, openai
 from gateway.errors import GatewayError
-from gateway.plane import DataPlane
-from gateway.registry.cache import RegistryCache
-from gateway.registry.store import InMemoryStore, RegistryStore
+from gateway.plane import DataPlane, create_plane
 from gateway.settings import Settings
-from gateway.upstream import Upstream
+
+__all__ = ["create_admin_app", "create_app", "create_plane"]
 
 _ERROR_HANDLERS = {
     GatewayError: errors.gateway_error,
@@ -26,25 +25,16 @@ _ERROR_HANDLERS = {
 }
 
 
-def create_plane(settings: Settings, store: RegistryStore | None = None) -> DataPlane:
-    """The state both planes share."""
-    cache = RegistryCache(store or InMemoryStore())
-    return DataPlane(settings=settings, registry=cache, upstream=Upstream(settings))
-
-
 def create_app(settings: Settings, plane: DataPlane) -> Litestar:
     """The data-plane application (``LGW_PORT``)."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        await plane.registry.refresh()
-        await plane.upstream.start()
-        plane.ready = True
+        await plane.start()
         try:
             yield
         finally:
-            plane.ready = False
-            await plane.upstream.close()
+            await plane.stop()
 
     return Litestar(
         route_handlers=[

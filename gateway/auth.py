@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from gateway import keys
 from gateway.errors import AuthenticationFailed
-from gateway.registry import Snapshot, Team
+from gateway.registry import Limits, Snapshot, Team
 
 _NO_KEY = "Missing API key: send 'Authorization: Bearer <key>'."
 _BAD_KEY = "Incorrect API key provided."
@@ -19,6 +19,7 @@ class Principal:
 
     team: Team
     key_id: str
+    key_limits: Limits = Limits()
 
 
 def authenticate(authorization: str | None, snapshot: Snapshot, pepper: bytes) -> Principal:
@@ -41,4 +42,4 @@ def authenticate(authorization: str | None, snapshot: Snapshot, pepper: bytes) -
         raise AuthenticationFailed(_BAD_KEY)
     if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
         raise AuthenticationFailed(_BAD_KEY)
-    return Principal(team=team, key_id=key.id)
+    return Principal(team=team, key_id=key.id, key_limits=key.limits)

@@ -9,6 +9,7 @@
     ├── PermissionDenied               403 permission_denied / permission_denied
     ├── ModelNotFound                  404 invalid_request_error / model_not_found
     ├── RateLimited                    429 rate_limit_exceeded / rate_limit_exceeded
+    ├── LimiterUnavailable             503 api_error / limiter_unavailable
     ├── UpstreamError                  502 api_error / upstream_error
     │   ├── UpstreamUnavailable        503 api_error / upstream_unavailable
     │   │   └── UpstreamOverloaded     503 api_error / upstream_overloaded
@@ -156,3 +157,10 @@ class ClientDisconnected(GatewayError):
 
     status = 499
     code = "client_closed_request"
+
+
+class LimiterUnavailable(GatewayError):
+    """Rate limiting cannot be checked and the team's policy is to fail closed."""
+
+    status = 503
+    code = "limiter_unavailable"

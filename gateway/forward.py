@@ -8,7 +8,7 @@ is the last moment such an error can still become a real HTTP status.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from gateway.backends import ChunkRewriter, TGIDialect, Usage
 from gateway.errors import GatewayError, UpstreamError
@@ -83,13 +83,19 @@ async def open_stream(
 
 
 async def relay(
-    stream: EventStream, first: bytes, rewriter: ChunkRewriter, dialect: TGIDialect
+    stream: EventStream,
+    first: bytes,
+    rewriter: ChunkRewriter,
+    dialect: TGIDialect,
+    on_end: Callable[[int], None],
 ) -> AsyncIterator[bytes]:
     """The client's SSE bytes, chunk by chunk as they arrive, ending in ``[DONE]``.
 
     Closing this generator early (the client left) drops the upstream connection.
+    ``on_end(chunks relayed)`` runs on every ending, cancellation included.
     """
     finished = False
+    relayed = 0
     try:
         payload: bytes | None = first
         while payload is not None:
@@ -102,6 +108,7 @@ async def relay(
                 return
             out = rewriter.rewrite(payload)
             if out is not None:
+                relayed += 1
                 yield frame(out)
             try:
                 payload = await stream.next()
@@ -114,3 +121,4 @@ async def relay(
         yield error_frames(UpstreamError(_ENDED_EARLY))
     finally:
         stream.close(finished)
+        on_end(relayed)

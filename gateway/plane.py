@@ -1,4 +1,4 @@
-"""What the data plane's handlers share: built once by ``create_app``, kept on ``app.state``."""
+"""What the data plane's handlers share: built once, started by the app's lifespan."""
 
 from __future__ import annotations
 
@@ -6,18 +6,21 @@ import random
 from dataclasses import dataclass, field
 
 from gateway.backends import TGIDialect
+from gateway.ratelimit import Limiter, MemoryLimiter
 from gateway.registry.cache import RegistryCache
+from gateway.registry.store import InMemoryStore, RegistryStore
 from gateway.settings import Settings
 from gateway.upstream import Upstream
 
 
 @dataclass
 class DataPlane:
-    """Settings, the registry cache, the upstream client and the backend dialect."""
+    """Settings, the registry cache, the limiter, the upstream client and the dialect."""
 
     settings: Settings
     registry: RegistryCache
     upstream: Upstream
+    limiter: Limiter = field(default_factory=MemoryLimiter)
     dialect: TGIDialect = field(default_factory=TGIDialect)
     rng: random.Random = field(default_factory=random.Random)
     ready: bool = False
@@ -28,3 +31,38 @@ class DataPlane:
     def __post_init__(self) -> None:
         secret = self.settings.key_pepper
         self.pepper = secret.get_secret_value().encode() if secret else b""
+
+    async def start(self) -> None:
+        """Load the registry, open the upstream pool, connect the shared limiter."""
+        await self.registry.refresh()
+        await self.upstream.start()
+        if self.settings.redis_url:
+            from gateway.ratelimit_redis import Breaker, RedisLimiter
+            from gateway.redis_client import connect
+
+            s = self.settings
+            self.registry.watch(s.registry_poll_seconds)
+            self.limiter = RedisLimiter(
+                connect(s, s.redis_timeout),
+                lease_seconds=s.limiter_lease_seconds,
+                breaker=Breaker(s.breaker_failures, s.breaker_cooldown_seconds),
+            )
+        self.ready = True
+
+    async def stop(self) -> None:
+        """Stop background work and close connections."""
+        self.ready = False
+        await self.registry.stop()
+        await self.limiter.close()
+        await self.upstream.close()
+
+
+def create_plane(settings: Settings, store: RegistryStore | None = None) -> DataPlane:
+    """The plane for ``settings``: the Redis registry when ``LGW_REDIS_URL`` is set."""
+    if store is None and settings.redis_url:
+        from gateway.redis_client import connect
+        from gateway.registry.redis_store import RedisStore
+
+        store = RedisStore(connect(settings, None))
+    cache = RegistryCache(store or InMemoryStore())
+    return DataPlane(settings=settings, registry=cache, upstream=Upstream(settings))

@@ -75,6 +75,12 @@ class ChatRequest(_Sampling):
         """``max_completion_tokens`` (the newer name) or ``max_tokens``."""
         return self.max_completion_tokens or self.max_tokens
 
+    @property
+    def prompt_tokens_estimate(self) -> int:
+        """Prompt tokens, estimated before tokenizing (settlement corrects it)."""
+        chars = sum(_chars(m.content) for m in self.messages)
+        return estimate_tokens(chars) + 4 * len(self.messages)
+
 
 class CompletionRequest(_Sampling):
     """``POST /v1/completions`` (legacy)."""
@@ -87,6 +93,25 @@ class CompletionRequest(_Sampling):
     def requested_max_tokens(self) -> int | None:
         """The client's ``max_tokens``."""
         return self.max_tokens
+
+    @property
+    def prompt_tokens_estimate(self) -> int:
+        """Prompt tokens, estimated before tokenizing (settlement corrects it)."""
+        prompts = [self.prompt] if isinstance(self.prompt, str) else self.prompt
+        return sum(estimate_tokens(len(p)) for p in prompts)
+
+
+def estimate_tokens(chars: int) -> int:
+    """About four characters a token for English with Gemma's tokenizer, rounded up."""
+    return (chars + 3) // 4 + 1
+
+
+def _chars(content: str | list[dict[str, Any]] | None) -> int:
+    if isinstance(content, str):
+        return len(content)
+    if content is None:
+        return 0
+    return sum(len(str(part.get("text", ""))) for part in content)
 
 
 def parse(model: type[R], body: bytes) -> R:

@@ -28,6 +28,18 @@ class Settings(BaseSettings):
     """A policy YAML file or a folder of them: the registry when no Redis is configured."""
     redis_url: str | None = None
     """Redis holding the shared registry and limits; unset means single-node demo mode."""
+    redis_cluster: bool = False
+    """``LGW_REDIS_URL`` names a node of a Redis Cluster (Memorystore cluster mode)."""
+    redis_timeout: float = Field(0.15, gt=0)
+    """Seconds an admission call may wait on Redis before the team's failure policy applies."""
+    limiter_lease_seconds: float = Field(30.0, gt=0)
+    """Lifetime of a concurrency slot unless renewed; what a crashed replica leaks at most."""
+    breaker_failures: int = Field(3, gt=0)
+    """Consecutive Redis failures that open the limiter's circuit breaker."""
+    breaker_cooldown_seconds: float = Field(2.0, gt=0)
+    """How long an open breaker keeps admission off Redis before one probe."""
+    registry_poll_seconds: float = Field(1.0, gt=0)
+    """Safety-net interval of the registry version check (changes also arrive by pub/sub)."""
     admin_token: SecretStr | None = None
     """The org admin token; without it the admin plane refuses every call."""
     key_pepper: SecretStr | None = None

@@ -19,7 +19,6 @@ from gateway.errors import (
 log = logging.getLogger("gateway")
 
 
-
 def gateway_error(request: Request[Any, Any, Any], exc: GatewayError) -> Response[bytes]:
     """Any ``GatewayError`` as OpenAI's ``{"error": {...}}``."""
     return _render(request, exc.status, exc.to_json(), exc.headers)

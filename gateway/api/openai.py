@@ -5,16 +5,24 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from litestar import Request, Response, get, post
 from litestar.response import Stream
 
 from gateway.auth import Principal, authenticate
-from gateway.errors import ClientDisconnected
+from gateway.backends import Usage
+from gateway.errors import (
+    ClientDisconnected,
+    InvalidRequest,
+    UpstreamOverloaded,
+    UpstreamUnavailable,
+)
 from gateway.forward import exchange, open_stream, relay
 from gateway.plane import DataPlane
 from gateway.policy import max_tokens_for
+from gateway.ratelimit import Grant
 from gateway.registry import Snapshot
 from gateway.routing import Route, resolve
 from gateway.schemas import ChatRequest, CompletionRequest, parse
@@ -23,6 +31,20 @@ T = TypeVar("T")
 AnyRequest = Request[Any, Any, Any]
 _JSON = "application/json"
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# Failures that happen before the backend generated anything: nothing to pay for.
+_NOTHING_GENERATED = (InvalidRequest, UpstreamUnavailable, UpstreamOverloaded)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One translated request: where it goes, what is sent, and what the client asked."""
+
+    route: Route
+    path: str
+    body: bytes
+    response_id: str
+    asked: ChatRequest | CompletionRequest
+    grant: Grant
 
 
 @post("/v1/chat/completions", status_code=200)
@@ -34,9 +56,9 @@ async def chat_completions(request: AnyRequest) -> Response[bytes] | Stream:
     route = resolve(principal, chat.model, snapshot, plane.rng)
     max_tokens = max_tokens_for(chat.requested_max_tokens, plane.settings)
     body = plane.dialect.chat_body(chat, route, max_tokens)
-    return await _forward(
-        request, plane, route, plane.dialect.chat_path, body, f"chatcmpl-{request_id}", chat
-    )
+    grant = await plane.limiter.admit(principal, chat.prompt_tokens_estimate + max_tokens)
+    call = Call(route, plane.dialect.chat_path, body, f"chatcmpl-{request_id}", chat, grant)
+    return await _forward(request, plane, call)
 
 
 @post("/v1/completions", status_code=200)
@@ -48,15 +70,11 @@ async def completions(request: AnyRequest) -> Response[bytes] | Stream:
     route = resolve(principal, completion.model, snapshot, plane.rng)
     max_tokens = max_tokens_for(completion.requested_max_tokens, plane.settings)
     body = plane.dialect.completion_body(completion, route, max_tokens)
-    return await _forward(
-        request,
-        plane,
-        route,
-        plane.dialect.completions_path,
-        body,
-        f"cmpl-{request_id}",
-        completion,
+    grant = await plane.limiter.admit(principal, completion.prompt_tokens_estimate + max_tokens)
+    call = Call(
+        route, plane.dialect.completions_path, body, f"cmpl-{request_id}", completion, grant
     )
+    return await _forward(request, plane, call)
 
 
 @get("/v1/models")
@@ -83,31 +101,57 @@ def _authenticate(request: AnyRequest, plane: DataPlane, snapshot: Snapshot) -> 
     return authenticate(request.headers.get("authorization"), snapshot, plane.pepper)
 
 
-async def _forward(
-    request: AnyRequest,
-    plane: DataPlane,
-    route: Route,
-    path: str,
-    body: bytes,
-    response_id: str,
-    asked: ChatRequest | CompletionRequest,
-) -> Response[bytes] | Stream:
-    headers = {**_id_header(request), "x-lgw-adapter": route.adapter, "x-lgw-pool": route.pool.name}
+async def _forward(request: AnyRequest, plane: DataPlane, call: Call) -> Response[bytes] | Stream:
+    """Forward and account: every ending settles the grant exactly once."""
+    route, asked, limiter = call.route, call.asked, plane.limiter
+    headers = {
+        **_id_header(request),
+        **call.grant.headers,
+        "x-lgw-adapter": route.adapter,
+        "x-lgw-pool": route.pool.name,
+    }
     upstream, dialect = plane.upstream, plane.dialect
-    if not asked.stream:
-        content, _usage = await _unless_disconnected(
-            request, exchange(upstream, dialect, route, path, body, response_id, asked.stop_list)
+    try:
+        if not asked.stream:
+            content, usage = await _unless_disconnected(
+                request,
+                exchange(
+                    upstream,
+                    dialect,
+                    route,
+                    call.path,
+                    call.body,
+                    call.response_id,
+                    asked.stop_list,
+                ),
+            )
+            limiter.settle_soon(call.grant, _used(usage, asked, 0))
+            return Response(content, media_type=_JSON, headers=headers)
+        events, first = await _unless_disconnected(
+            request, open_stream(upstream, dialect, route, call.path, call.body)
         )
-        return Response(content, media_type=_JSON, headers=headers)
-    events, first = await _unless_disconnected(
-        request, open_stream(upstream, dialect, route, path, body)
-    )
-    rewriter = dialect.rewriter(response_id, route.task, asked.wants_usage, asked.stop_list)
+    except BaseException as exc:
+        used = 0 if isinstance(exc, _NOTHING_GENERATED) else asked.prompt_tokens_estimate
+        limiter.settle_soon(call.grant, used)
+        raise
+    rewriter = dialect.rewriter(call.response_id, route.task, asked.wants_usage, asked.stop_list)
+
+    def settle(relayed: int) -> None:
+        limiter.settle_soon(call.grant, _used(rewriter.usage, asked, relayed))
+
     return Stream(
-        relay(events, first, rewriter, dialect),
+        relay(events, first, rewriter, dialect, settle),
         media_type="text/event-stream",
         headers={**headers, **_SSE_HEADERS},
     )
+
+
+def _used(usage: Usage | None, asked: ChatRequest | CompletionRequest, relayed: int) -> int:
+    """Tokens to debit: the backend's count, else the prompt estimate plus one token per
+    chunk relayed (TGI streams one token per chunk)."""
+    if usage is not None:
+        return usage.prompt_tokens + usage.completion_tokens
+    return asked.prompt_tokens_estimate + relayed
 
 
 async def _unless_disconnected(request: AnyRequest, work: Awaitable[T]) -> T:

@@ -1,25 +1,82 @@
-"""The registry as every replica holds it: one snapshot in memory, swapped whole."""
+"""The registry as every replica holds it: one snapshot in memory, swapped whole.
+
+With a shared store, a watcher reloads on every announced change (pub/sub) and checks
+the version every ``poll_seconds`` as a safety net for missed messages; if the store is
+unreachable, requests keep being served from the last snapshot.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Protocol, runtime_checkable
 
 from gateway.registry.snapshot import Snapshot
 from gateway.registry.store import RegistryStore
 
+log = logging.getLogger("gateway.registry")
+
+
+@runtime_checkable
+class Announcing(Protocol):
+    """A store that announces its changes."""
+
+    def changes(self) -> AsyncIterator[int]: ...
+
 
 class RegistryCache:
-    """The current ``Snapshot`` of a store; requests read ``snapshot`` and never wait."""
+    """The current ``Snapshot`` of a store; requests read ``current()`` and never wait."""
 
     def __init__(self, store: RegistryStore) -> None:
         self.store = store
         self.snapshot: Snapshot | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def refresh(self) -> Snapshot:
         """Load the store's registry if its version changed; returns the current snapshot."""
         if self.snapshot is None or await self.store.version() != self.snapshot.version:
             self.snapshot = Snapshot(await self.store.load())
+            log.info("registry version %d loaded", self.snapshot.version)
         return self.snapshot
 
     def current(self) -> Snapshot:
         """The snapshot requests use."""
         assert self.snapshot is not None, "RegistryCache.refresh() was not awaited"
         return self.snapshot
+
+    def watch(self, poll_seconds: float) -> None:
+        """Keep the snapshot current in the background (shared stores only)."""
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._poll(poll_seconds)))
+        if isinstance(self.store, Announcing):
+            self._tasks.append(loop.create_task(self._listen(self.store, poll_seconds)))
+
+    async def stop(self) -> None:
+        """Stop watching."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _poll(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            await self._try_refresh()
+
+    async def _listen(self, store: Announcing, retry_seconds: float) -> None:
+        while True:
+            try:
+                async for _version in store.changes():
+                    await self._try_refresh()
+            except Exception as exc:  # noqa: BLE001 - any failure: resubscribe later
+                log.warning("registry change feed lost: %s", type(exc).__name__)
+            await asyncio.sleep(retry_seconds)
+
+    async def _try_refresh(self) -> None:
+        try:
+            await self.refresh()
+        except Exception as exc:  # noqa: BLE001 - keep serving the last snapshot
+            log.warning("registry refresh failed: %s", type(exc).__name__)

@@ -87,6 +87,8 @@ class ApiKey(Record):
     """HMAC-SHA256 of the secret under ``LGW_KEY_PEPPER``, hex."""
     expires_at: AwareDatetime | None = None
     """After this instant the key is refused."""
+    limits: Limits = Limits()
+    """Limits of this key alone, on top of its team's."""
 
 
 class Team(Record):
@@ -94,6 +96,9 @@ class Team(Record):
 
     name: Name
     limits: Limits = Limits()
+    on_limiter_failure: Literal["fail_open", "fail_closed"] = "fail_open"
+    """When Redis cannot be reached: admit through the replica's own limiter (``fail_open``,
+    so each replica may admit up to the full limits) or refuse with 503 (``fail_closed``)."""
     keys: tuple[ApiKey, ...] = ()
 
 

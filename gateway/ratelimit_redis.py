@@ -1,0 +1,191 @@
+"""The admission control of ``ratelimit.py`` in Redis, shared by every replica.
+
+One script call per request (``lua/admit.lua``), one after it (``lua/settle.lua``), and
+one renewal per lease period for whatever is still running. Redis failures never hang a
+request: short timeouts, no retry storm, a circuit breaker, then the team's policy:
+``fail_open`` admits through this replica's in-memory limiter, ``fail_closed`` answers 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from importlib.resources import files
+from typing import Any
+
+from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import RedisError
+
+from gateway.auth import Principal
+from gateway.errors import LimiterUnavailable
+from gateway.ratelimit import (
+    Decision,
+    Grant,
+    MemoryLimiter,
+    Plan,
+    costs,
+    new_lease,
+    plan_for,
+    rate_headers,
+    refused,
+)
+
+log = logging.getLogger("gateway.ratelimit")
+FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+RedisClient = Redis | RedisCluster
+
+
+def _script(name: str) -> str:
+    return files("gateway.lua").joinpath(name).read_text()
+
+
+class Breaker:
+    """Opens after ``threshold`` consecutive failures; after ``cooldown`` lets one call try."""
+
+    def __init__(
+        self, threshold: int, cooldown: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.threshold, self.cooldown, self._clock = threshold, cooldown, clock
+        self.failures = 0
+        self.opened_at: float | None = None
+
+    @property
+    def state(self) -> str:
+        """``closed`` (calls go through), ``open`` (they do not) or ``half-open``."""
+        if self.opened_at is None:
+            return "closed"
+        return "half-open" if self._clock() - self.opened_at >= self.cooldown else "open"
+
+    def allows(self) -> bool:
+        """Whether a call may go to Redis now (one probe at a time when half-open)."""
+        if self.state == "half-open":
+            self.opened_at = self._clock()  # the next probe waits another cooldown
+            return True
+        return self.state == "closed"
+
+    def succeeded(self) -> None:
+        """A call worked: close."""
+        self.failures, self.opened_at = 0, None
+
+    def failed(self) -> None:
+        """A call failed: count it, open at the threshold."""
+        self.failures += 1
+        if self.failures >= self.threshold:
+            self.opened_at = self._clock()
+
+
+class RedisLimiter:
+    """``Limiter`` over Redis (or Redis Cluster), with a per-replica fallback."""
+
+    def __init__(
+        self,
+        redis: RedisClient,
+        *,
+        lease_seconds: float,
+        breaker: Breaker,
+        on_failure: Callable[[str], None] = lambda reason: None,
+    ) -> None:
+        self._redis = redis
+        self._admit = redis.register_script(_script("admit.lua"))
+        self._settle = redis.register_script(_script("settle.lua"))
+        self._renew = redis.register_script(_script("renew.lua"))
+        self._lease_ms = int(lease_seconds * 1000)
+        self.breaker = breaker
+        self.local = MemoryLimiter()
+        self._on_failure = on_failure
+        self._active: set[Grant] = set()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._keeper = asyncio.get_running_loop().create_task(self._keep_leases(lease_seconds))
+
+    async def admit(self, principal: Principal, tokens: int) -> Grant:
+        plan = plan_for(principal)
+        if plan.empty:
+            return Grant(plan, "", tokens, {})
+        lease = new_lease()
+        decision = await self._guarded(lambda: self._decide(plan, tokens, lease))
+        if decision is None:
+            return self._fallback(principal, plan, tokens, lease)
+        if not decision.admitted:
+            raise refused(plan, decision, tokens)
+        grant = Grant(plan, lease, tokens, rate_headers(plan, decision))
+        if plan.lease_sets:
+            self._active.add(grant)
+        return grant
+
+    async def _decide(self, plan: Plan, tokens: int, lease: str) -> Decision:
+        keys = [b.key for b in plan.buckets] + [key for key, _ in plan.lease_sets]
+        args: list[Any] = [len(plan.buckets), len(plan.lease_sets), lease, self._lease_ms]
+        for bucket, cost in zip(plan.buckets, costs(plan, tokens), strict=True):
+            args += [bucket.capacity, cost]
+        args += [limit for _, limit in plan.lease_sets]
+        reply = await self._admit(keys=keys, args=args)
+        pairs = tuple((int(reply[i]), int(reply[i + 1])) for i in range(3, len(reply), 2))
+        return Decision(bool(reply[0]), int(reply[1]) - 1, int(reply[2]), pairs)
+
+    def _fallback(self, principal: Principal, plan: Plan, tokens: int, lease: str) -> Grant:
+        if principal.team.on_limiter_failure == "fail_closed":
+            raise LimiterUnavailable(
+                "Rate limiting is unavailable; retry shortly.", headers={"Retry-After": "1"}
+            )
+        decision = self.local.decide(plan, tokens, lease)
+        if not decision.admitted:
+            raise refused(plan, decision, tokens)
+        grant = Grant(plan, lease, tokens, rate_headers(plan, decision), local=True)
+        if plan.lease_sets:
+            self._active.add(grant)
+        return grant
+
+    async def settle(self, grant: Grant, used_tokens: int) -> None:
+        if grant.settled or grant.plan.empty:
+            return
+        grant.settled = True
+        self._active.discard(grant)
+        if grant.local:
+            self.local.refund(grant, used_tokens)
+            return
+        token_buckets = [b for b in grant.plan.buckets if b.kind == "tokens"]
+        keys = [b.key for b in token_buckets] + [key for key, _ in grant.plan.lease_sets]
+        args: list[Any] = [len(token_buckets), len(grant.plan.lease_sets), grant.lease]
+        for bucket in token_buckets:
+            args += [bucket.capacity, grant.reserved_tokens - used_tokens]
+        await self._guarded(lambda: self._settle(keys=keys, args=args))
+
+    def settle_soon(self, grant: Grant, used_tokens: int) -> None:
+        """Settle in the background: runs even when the request's task is cancelled."""
+        task = asyncio.get_running_loop().create_task(self.settle(grant, used_tokens))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _guarded(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """``call()``'s result, or ``None`` when Redis failed or the breaker is open."""
+        if not self.breaker.allows():
+            self._on_failure("breaker_open")
+            return None
+        try:
+            result = await call()
+        except FAILURES as exc:
+            self.breaker.failed()
+            self._on_failure(type(exc).__name__)
+            log.warning("redis limiter call failed: %s", type(exc).__name__)
+            return None
+        self.breaker.succeeded()
+        return result
+
+    async def _keep_leases(self, lease_seconds: float) -> None:
+        """Renew the leases of running requests a few times per lease period."""
+        while True:
+            await asyncio.sleep(lease_seconds / 3)
+            running = [g for g in self._active if not g.local]
+            await asyncio.gather(*(self._guarded(self._renewal(g)) for g in running))
+
+    def _renewal(self, grant: Grant) -> Callable[[], Awaitable[Any]]:
+        keys = [key for key, _ in grant.plan.lease_sets]
+        return lambda: self._renew(keys=keys, args=[grant.lease, self._lease_ms])
+
+    async def close(self) -> None:
+        self._keeper.cancel()
+        if self._background:
+            await asyncio.wait(self._background, timeout=5)
+        await self._redis.aclose()
