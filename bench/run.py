@@ -30,8 +30,8 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gateway import keys  # noqa: E402
-from tests.integration.harness import free_port, wait_ready  # noqa: E402
+from gateway import keys
+from tests.integration.harness import free_port, wait_ready
 
 ADAPTER = "google-cloud-partnership/gemma-2-2b-it-lora-sql"
 MAX_REQUESTS = 200_000

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from gateway import keys
@@ -19,7 +19,7 @@ class Principal:
 
     team: Team
     key_id: str
-    key_limits: Limits = Limits()
+    key_limits: Limits = field(default_factory=Limits)
 
 
 def authenticate(authorization: str | None, snapshot: Snapshot, pepper: bytes) -> Principal:

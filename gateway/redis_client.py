@@ -33,4 +33,4 @@ def connect(settings: Settings, timeout: float | None) -> Redis | RedisCluster:
         timeout=connect_timeout,
         retry=Retry(NoBackoff(), 0),
     )
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)  # the client owns (and closes) its pool

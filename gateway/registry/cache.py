@@ -33,6 +33,8 @@ class RegistryCache:
         self.store = store
         self.snapshot: Snapshot | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.listening = asyncio.Event()
+        """Set while the change feed is subscribed."""
 
     async def refresh(self) -> Snapshot:
         """Load the store's registry if its version changed; returns the current snapshot."""
@@ -54,12 +56,13 @@ class RegistryCache:
             self._tasks.append(loop.create_task(self._listen(self.store, poll_seconds)))
 
     async def stop(self) -> None:
-        """Stop watching."""
+        """Stop watching and close the store."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.store.close()
 
     async def _poll(self, seconds: float) -> None:
         while True:
@@ -70,13 +73,15 @@ class RegistryCache:
         while True:
             try:
                 async for _version in store.changes():
+                    self.listening.set()
                     await self._try_refresh()
-            except Exception as exc:  # noqa: BLE001 - any failure: resubscribe later
+            except Exception as exc:  # any failure: keep the snapshot, resubscribe later
                 log.warning("registry change feed lost: %s", type(exc).__name__)
+            self.listening.clear()
             await asyncio.sleep(retry_seconds)
 
     async def _try_refresh(self) -> None:
         try:
             await self.refresh()
-        except Exception as exc:  # noqa: BLE001 - keep serving the last snapshot
+        except Exception as exc:  # keep serving the last snapshot
             log.warning("registry refresh failed: %s", type(exc).__name__)

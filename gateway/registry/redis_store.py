@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from redis.asyncio import Redis, RedisCluster
 
 from gateway.registry.models import Registry
+from gateway.registry.store import VersionConflict
 
 REGISTRY_KEY = "lgw:registry"
 CHANNEL = "lgw:registry:changed"
@@ -27,14 +28,6 @@ redis.call('HSET', KEYS[1], 'version', version, 'doc', ARGV[1])
 redis.call('PUBLISH', ARGV[3], version)
 return version
 """
-
-
-class VersionConflict(Exception):
-    """The registry changed since the version the caller read."""
-
-    def __init__(self, current: int) -> None:
-        super().__init__(f"the registry is at version {current}")
-        self.current = current
 
 
 class RedisStore:
@@ -64,11 +57,17 @@ class RedisStore:
             raise VersionConflict(-1 - version)
         return registry.model_copy(update={"version": version})
 
+    async def close(self) -> None:
+        """Close the client and its connections."""
+        await self._redis.aclose()
+
     async def changes(self) -> AsyncIterator[int]:
-        """Versions announced by saves, as they happen (needs a live connection)."""
+        """Versions announced by saves, as they happen; first, once subscribed, the current
+        version (so whatever changed before the subscription is not missed)."""
         pubsub = self._redis.pubsub()
         await pubsub.subscribe(CHANNEL)
         try:
+            yield await self.version()
             async for message in pubsub.listen():
                 if message.get("type") == "message":
                     yield int(message["data"])

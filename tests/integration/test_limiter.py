@@ -1,0 +1,199 @@
+"""The admission contract, run against the in-memory limiter, a real Redis and a real
+three-node Redis Cluster: the same tests, the same semantics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from pydantic import SecretStr
+from redis.asyncio import Redis, RedisCluster
+
+from gateway.auth import Principal
+from gateway.errors import RateLimited
+from gateway.ratelimit import Grant, Limiter, MemoryLimiter, limiter_key
+from gateway.ratelimit_redis import Breaker, RedisLimiter
+from gateway.redis_client import connect
+from gateway.registry import Limits, Team
+from gateway.settings import Settings
+from tests.integration.harness import LoopThread
+
+
+class Harness:
+    """A limiter under test, driven synchronously from the test."""
+
+    def __init__(self, loop: LoopThread, limiter: Limiter, url: str | None, cluster: bool) -> None:
+        self.loop, self.limiter, self.url, self.cluster = loop, limiter, url, cluster
+
+    def admit(self, principal: Principal, tokens: int = 10) -> Grant:
+        return self.loop.run(self.limiter.admit(principal, tokens))
+
+    def settle(self, grant: Grant, used: int) -> None:
+        self.loop.run(self.limiter.settle(grant, used))
+
+    def used(self, key: str) -> float:
+        """Tokens debited from a bucket, net of settlements, as the store holds them."""
+        if isinstance(self.limiter, MemoryLimiter):
+            return self.limiter.used(key)
+        assert self.url is not None
+        client: Any = (
+            redis.RedisCluster.from_url(self.url)
+            if self.cluster
+            else redis.Redis.from_url(self.url)
+        )
+        try:
+            return float(client.hget(key, "u") or 0)
+        finally:
+            client.close()
+
+    def ttls(self) -> dict[str, int]:
+        """TTL of every limiter key (ms), for the 'no key without a TTL' invariant."""
+        assert self.url is not None
+        client: Any = (
+            redis.RedisCluster.from_url(self.url)
+            if self.cluster
+            else redis.Redis.from_url(self.url)
+        )
+        try:
+            return {k.decode(): client.pttl(k) for k in client.scan_iter("lgw:{*")}
+        finally:
+            client.close()
+
+
+@pytest.fixture(params=["memory", "redis", "cluster"])
+def limiter(request: pytest.FixtureRequest, loop: LoopThread) -> Iterator[Harness]:
+    if request.param == "memory":
+        yield Harness(loop, MemoryLimiter(), None, cluster=False)
+        return
+    yield from _redis_harness(request, loop, cluster=request.param == "cluster")
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def shared_limiter(request: pytest.FixtureRequest, loop: LoopThread) -> Iterator[Harness]:
+    yield from _redis_harness(request, loop, cluster=request.param == "cluster")
+
+
+def _redis_harness(
+    request: pytest.FixtureRequest, loop: LoopThread, cluster: bool
+) -> Iterator[Harness]:
+    url = (
+        request.getfixturevalue("cluster_urls")[0]
+        if cluster
+        else request.getfixturevalue("redis_url")
+    )
+    settings = Settings(
+        redis_url=url, redis_cluster=cluster, redis_timeout=2.0, key_pepper=SecretStr("x")
+    )
+
+    async def build() -> RedisLimiter:
+        client: Redis | RedisCluster = connect(settings, settings.redis_timeout)
+        if cluster:
+            await client.flushall()
+        return RedisLimiter(client, lease_seconds=30, breaker=Breaker(3, 1.0))
+
+    built = loop.run(build())
+    yield Harness(loop, built, url, cluster)
+    loop.run(built.close())
+
+
+def principal(
+    team: str = "analytics",
+    key: str = "aaaaaaaaaaaa",
+    *,
+    team_limits: Limits,
+    key_limits: Limits | None = None,
+) -> Principal:
+    return Principal(
+        team=Team(name=team, limits=team_limits), key_id=key, key_limits=key_limits or Limits()
+    )
+
+
+def test_requests_per_minute_admit_exactly_the_limit(limiter: Harness) -> None:
+    caller = principal(team_limits=Limits(rpm=10))
+    outcomes: list[str | RateLimited] = []
+    for _ in range(30):
+        try:
+            grant = limiter.admit(caller)
+            outcomes.append(grant.headers["x-ratelimit-remaining-requests"])
+        except RateLimited as exc:
+            outcomes.append(exc)
+    admitted = [o for o in outcomes if isinstance(o, str)]
+    assert admitted == [str(n) for n in range(9, -1, -1)]
+    refusal = outcomes[10]
+    assert isinstance(refusal, RateLimited)
+    assert refusal.status == 429
+    assert 1 <= int(refusal.headers["Retry-After"]) <= 6  # one request refills in 6 s
+    assert refusal.headers["x-ratelimit-limit-requests"] == "10"
+    assert refusal.headers["x-ratelimit-remaining-requests"] == "0"
+
+
+def test_tokens_are_reserved_then_settled_to_real_usage(limiter: Harness) -> None:
+    caller = principal(team_limits=Limits(tpm=100_000))
+    reserved_then_used = [(500, 120), (500, 499), (300, 0), (200, 260)]
+    for reserved, used in reserved_then_used:
+        limiter.settle(limiter.admit(caller, reserved), used)
+    key = limiter_key("analytics", "team", "tpm")
+    assert limiter.used(key) == pytest.approx(sum(u for _, u in reserved_then_used))
+
+
+def test_a_request_larger_than_the_whole_budget_says_not_to_retry(limiter: Harness) -> None:
+    with pytest.raises(RateLimited) as caught:
+        limiter.admit(principal(team_limits=Limits(tpm=1000)), 5000)
+    assert caught.value.headers["x-should-retry"] == "false"
+    assert "Retry-After" not in caught.value.headers
+
+
+def test_concurrency_is_a_set_of_leases(limiter: Harness) -> None:
+    caller = principal(team_limits=Limits(concurrency=5))
+    grants = [limiter.admit(caller) for _ in range(5)]
+    with pytest.raises(RateLimited, match="concurrent"):
+        limiter.admit(caller)
+    limiter.settle(grants[0], 10)
+    limiter.settle(grants[0], 10)  # settling twice releases once
+    grants.append(limiter.admit(caller))
+    with pytest.raises(RateLimited):
+        limiter.admit(caller)
+
+
+def test_all_or_nothing_across_team_and_key(limiter: Harness) -> None:
+    tight_key = principal(key="bbbbbbbbbbbb", team_limits=Limits(rpm=5), key_limits=Limits(rpm=2))
+    other_key = principal(key="cccccccccccc", team_limits=Limits(rpm=5))
+    limiter.admit(tight_key)
+    limiter.admit(tight_key)
+    for _ in range(3):  # refused by the key's limit: the team's bucket is not debited
+        with pytest.raises(RateLimited):
+            limiter.admit(tight_key)
+    remaining = [
+        limiter.admit(other_key).headers["x-ratelimit-remaining-requests"] for _ in range(3)
+    ]
+    assert remaining == ["2", "1", "0"]
+
+
+def test_teams_do_not_share_limits(limiter: Harness) -> None:
+    limits = Limits(rpm=1)
+    limiter.admit(principal("analytics", team_limits=limits))
+    limiter.admit(principal("devtools", team_limits=limits))
+    with pytest.raises(RateLimited):
+        limiter.admit(principal("analytics", team_limits=limits))
+
+
+def test_no_limits_means_no_round_trip_and_no_headers(limiter: Harness) -> None:
+    grant = limiter.admit(principal(team_limits=Limits()))
+    assert grant.headers == {}
+
+
+def test_every_limiter_key_has_a_ttl(shared_limiter: Harness) -> None:
+    limiter = shared_limiter
+    caller = principal(
+        team_limits=Limits(rpm=3, tpm=1000, concurrency=2), key_limits=Limits(rpm=3, concurrency=1)
+    )
+    limiter.settle(limiter.admit(caller, 100), 50)
+    limiter.admit(caller, 100)
+    for _ in range(3):
+        with pytest.raises(RateLimited):
+            limiter.admit(caller, 100)
+    ttls = limiter.ttls()
+    assert len(ttls) == 5
+    assert all(ttl > 0 for ttl in ttls.values()), ttls
