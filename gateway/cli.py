@@ -10,7 +10,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from gateway.registry import Registry
 from gateway.registry.loader import PolicyError, load_policies
+from gateway.registry.store import VersionConflict
 from gateway.settings import Settings
 
 
@@ -26,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"invalid settings: {exc}", file=sys.stderr)
         return 2
+    except VersionConflict:
+        print("another replica seeded the registry first; start again", file=sys.stderr)
+        return 2
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -36,36 +41,46 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from gateway.app import create_plane
-    from gateway.registry.store import InMemoryStore
-    from gateway.server import plane_servers, run, run_until_signalled
+    from gateway.server import run
 
     settings = _settings(args)
-    if settings.redis_url:
-        print(
-            "LGW_REDIS_URL is set, but the Redis registry store is not built yet; unset it "
-            "to serve from LGW_POLICIES.",
-            file=sys.stderr,
+    registry = load_policies(settings.policies) if settings.policies else None
+    if registry is None and not settings.redis_url:
+        _fail(
+            "set LGW_POLICIES to a policy file or folder (see policies/examples), "
+            "or LGW_REDIS_URL to a Redis holding the registry"
         )
         return 2
-    if settings.policies is None:
-        print(
-            "set LGW_POLICIES to a policy file or folder (see policies/examples)", file=sys.stderr
-        )
+    if registry and any(t.keys for t in registry.teams) and settings.key_pepper is None:
+        _fail("the policies hold API keys: set LGW_KEY_PEPPER, the secret they were hashed with")
         return 2
-    registry = load_policies(settings.policies)
-    if any(t.keys for t in registry.teams) and settings.key_pepper is None:
-        print(
-            "the policies hold API keys: set LGW_KEY_PEPPER, the secret they were hashed with",
-            file=sys.stderr,
-        )
-        return 2
-    logging.getLogger("gateway").warning(
-        "single-node mode: in-memory registry (no LGW_REDIS_URL); run ONE replica only"
-    )
-    plane = create_plane(settings, InMemoryStore(registry))
-    run(run_until_signalled(plane_servers(settings, plane)))
+    run(_serve_main(settings, registry))
     return 0
+
+
+async def _serve_main(settings: Settings, registry: Registry | None) -> None:
+    from gateway.plane import create_plane
+    from gateway.registry.store import InMemoryStore
+    from gateway.server import plane_servers, run_until_signalled
+
+    log = logging.getLogger("gateway")
+    if settings.redis_url:
+        plane = create_plane(settings)
+        if registry is not None and await plane.registry.store.version() == 0:
+            await plane.registry.store.save(registry, expected_version=0)
+            log.info("seeded the empty Redis registry from %s", settings.policies)
+    else:
+        assert registry is not None
+        log.warning(
+            "single-node mode: in-memory registry and limits (no LGW_REDIS_URL); "
+            "run ONE replica only"
+        )
+        plane = create_plane(settings, InMemoryStore(registry))
+    await run_until_signalled(plane_servers(settings, plane))
+
+
+def _fail(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from gateway import keys
-from gateway.app import create_plane
+from gateway.plane import create_plane
 from gateway.registry import ApiKey, Pool, Registry
 from gateway.registry.loader import load_policies
 from gateway.registry.store import InMemoryStore
@@ -55,7 +55,11 @@ async def demo(
         pools.append(pool.model_copy(update={"endpoints": (url,)}))
     registry = registry.model_copy(update={"pools": tuple(pools)})
     registry, plaintexts = with_keys(registry, pepper.encode())
-    plane = create_plane(settings, InMemoryStore(registry))
+    if settings.redis_url:
+        plane = create_plane(settings)
+        await plane.registry.store.save(registry)  # other `serve` replicas join from here
+    else:
+        plane = create_plane(settings, InMemoryStore(registry))
     servers = plane_servers(settings, plane)
     _announce(settings, pools, plaintexts, keys_file)
     try:
@@ -68,7 +72,10 @@ async def demo(
 def _announce(
     settings: Settings, pools: list[Pool], plaintexts: dict[str, str], keys_file: Path | None
 ) -> None:
-    log.warning("demo mode: in-memory registry and limits, ONE replica only (no LGW_REDIS_URL)")
+    if settings.redis_url:
+        log.info("demo registry saved to Redis: `lora-gateway serve` replicas may join")
+    else:
+        log.warning("demo mode: in-memory registry and limits, ONE replica (no LGW_REDIS_URL)")
     for pool in pools:
         print(
             f"simulated TGI pool {pool.name}: {pool.endpoints[0]} ({pool.base_model}, "

@@ -6,6 +6,7 @@ import random
 from dataclasses import dataclass, field
 
 from gateway.backends import TGIDialect
+from gateway.metrics import Metrics
 from gateway.ratelimit import Limiter, MemoryLimiter
 from gateway.registry.cache import RegistryCache
 from gateway.registry.store import InMemoryStore, RegistryStore
@@ -20,7 +21,8 @@ class DataPlane:
     settings: Settings
     registry: RegistryCache
     upstream: Upstream
-    limiter: Limiter = field(default_factory=MemoryLimiter)
+    metrics: Metrics = field(default_factory=Metrics)
+    limiter: Limiter = field(init=False)
     dialect: TGIDialect = field(default_factory=TGIDialect)
     rng: random.Random = field(default_factory=random.Random)
     ready: bool = False
@@ -29,6 +31,7 @@ class DataPlane:
     """The key-hash pepper (empty when no key exists, so nothing can match)."""
 
     def __post_init__(self) -> None:
+        self.limiter = MemoryLimiter(self.metrics)
         secret = self.settings.key_pepper
         self.pepper = secret.get_secret_value().encode() if secret else b""
 
@@ -46,6 +49,7 @@ class DataPlane:
                 connect(s, s.redis_timeout),
                 lease_seconds=s.limiter_lease_seconds,
                 breaker=Breaker(s.breaker_failures, s.breaker_cooldown_seconds),
+                metrics=self.metrics,
             )
         self.ready = True
 

@@ -21,6 +21,7 @@ from typing import Literal, Protocol
 
 from gateway.auth import Principal
 from gateway.errors import RateLimited
+from gateway.metrics import Metrics
 from gateway.registry.models import Limits
 
 LIMITER_VERSION = 1
@@ -148,15 +149,17 @@ def new_lease() -> str:
     return secrets.token_hex(8)
 
 
-def refused(plan: Plan, decision: Decision, tokens: int) -> RateLimited:
+def refused(plan: Plan, decision: Decision, tokens: int, metrics: Metrics | None) -> RateLimited:
     """The 429 for a refusal, with ``Retry-After`` and the ``x-ratelimit-*`` headers."""
     index = decision.refused_by
-    what = "concurrent requests"
+    what, limit = "concurrent requests", "concurrency"
     never = False
     if index < len(plan.buckets):
         bucket = plan.buckets[index]
-        what = f"{bucket.kind} per minute"
+        what, limit = f"{bucket.kind} per minute", bucket.kind
         never = bucket.kind == "tokens" and tokens > bucket.capacity
+    if metrics is not None:
+        metrics.rejected(plan.team, limit)
     headers = rate_headers(plan, decision)
     if never:  # waiting cannot help: the request alone exceeds the whole minute's quota
         headers["x-should-retry"] = "false"
@@ -204,7 +207,8 @@ class MemoryLimiter:
     releases them on every ending.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        self._metrics = metrics
         self._buckets: dict[str, tuple[float, float, float]] = {}  # level, ts ms, used
         self._leases: dict[str, set[str]] = {}
 
@@ -260,7 +264,7 @@ class MemoryLimiter:
         lease = new_lease()
         decision = self.decide(plan, tokens, lease)
         if not decision.admitted:
-            raise refused(plan, decision, tokens)
+            raise refused(plan, decision, tokens, self._metrics)
         return Grant(plan, lease, tokens, rate_headers(plan, decision))
 
     async def settle(self, grant: Grant, used_tokens: int) -> None:

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from gateway.auth import Principal
 from gateway.errors import LimiterUnavailable
+from gateway.metrics import Metrics
 from gateway.ratelimit import (
     Decision,
     Grant,
@@ -39,6 +40,15 @@ RedisClient = Redis | RedisCluster
 
 def _script(name: str) -> str:
     return files("gateway.lua").joinpath(name).read_text()
+
+
+def _reason(exc: BaseException) -> str:
+    """A fixed vocabulary for the failure metric."""
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return "timeout"
+    if isinstance(exc, ConnectionError | OSError):
+        return "connection"
+    return "error"
 
 
 class Breaker:
@@ -85,7 +95,7 @@ class RedisLimiter:
         *,
         lease_seconds: float,
         breaker: Breaker,
-        on_failure: Callable[[str], None] = lambda reason: None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._redis = redis
         self._admit = redis.register_script(_script("admit.lua"))
@@ -93,8 +103,9 @@ class RedisLimiter:
         self._renew = redis.register_script(_script("renew.lua"))
         self._lease_ms = int(lease_seconds * 1000)
         self.breaker = breaker
-        self.local = MemoryLimiter()
-        self._on_failure = on_failure
+        self.metrics = metrics or Metrics()
+        self.metrics.limiter_breaker_open.set_function(lambda: float(breaker.state == "open"))
+        self.local = MemoryLimiter(self.metrics)
         self._active: set[Grant] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self._keeper = asyncio.get_running_loop().create_task(self._keep_leases(lease_seconds))
@@ -108,7 +119,7 @@ class RedisLimiter:
         if decision is None:
             return self._fallback(principal, plan, tokens, lease)
         if not decision.admitted:
-            raise refused(plan, decision, tokens)
+            raise refused(plan, decision, tokens, self.metrics)
         grant = Grant(plan, lease, tokens, rate_headers(plan, decision))
         if plan.lease_sets:
             self._active.add(grant)
@@ -125,13 +136,15 @@ class RedisLimiter:
         return Decision(bool(reply[0]), int(reply[1]) - 1, int(reply[2]), pairs)
 
     def _fallback(self, principal: Principal, plan: Plan, tokens: int, lease: str) -> Grant:
-        if principal.team.on_limiter_failure == "fail_closed":
+        policy = principal.team.on_limiter_failure
+        self.metrics.limiter_fallbacks.labels(plan.team, policy).inc()
+        if policy == "fail_closed":
             raise LimiterUnavailable(
                 "Rate limiting is unavailable; retry shortly.", headers={"Retry-After": "1"}
             )
         decision = self.local.decide(plan, tokens, lease)
         if not decision.admitted:
-            raise refused(plan, decision, tokens)
+            raise refused(plan, decision, tokens, self.metrics)
         grant = Grant(plan, lease, tokens, rate_headers(plan, decision), local=True)
         if plan.lease_sets:
             self._active.add(grant)
@@ -161,13 +174,13 @@ class RedisLimiter:
     async def _guarded(self, call: Callable[[], Awaitable[Any]]) -> Any:
         """``call()``'s result, or ``None`` when Redis failed or the breaker is open."""
         if not self.breaker.allows():
-            self._on_failure("breaker_open")
+            self.metrics.limiter_errors.labels("breaker_open").inc()
             return None
         try:
             result = await call()
         except FAILURES as exc:
             self.breaker.failed()
-            self._on_failure(type(exc).__name__)
+            self.metrics.limiter_errors.labels(_reason(exc)).inc()
             log.warning("redis limiter call failed: %s", type(exc).__name__)
             return None
         self.breaker.succeeded()
