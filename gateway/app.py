@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
-from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway.api import errors, health, openai
@@ -54,12 +54,10 @@ def create_app(settings: Settings, plane: DataPlane) -> Litestar:
 
 def create_admin_app(settings: Settings, plane: DataPlane) -> Litestar:
     """The admin-plane application (``LGW_ADMIN_PORT``): kept off the public Service."""
-    registry = CollectorRegistry()
-    ProcessCollector(registry=registry)
 
     @get("/metrics", include_in_schema=False, media_type=CONTENT_TYPE_LATEST)
     async def metrics() -> bytes:
-        return generate_latest(registry)
+        return generate_latest(plane.metrics.registry)
 
     return Litestar(
         route_handlers=[metrics, health.healthz, health.readyz],

@@ -51,6 +51,7 @@ class DataPlane:
                 breaker=Breaker(s.breaker_failures, s.breaker_cooldown_seconds),
                 metrics=self.metrics,
             )
+            await self.limiter.warm()
         self.ready = True
 
     async def stop(self) -> None:

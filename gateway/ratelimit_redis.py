@@ -110,6 +110,11 @@ class RedisLimiter:
         self._background: set[asyncio.Task[Any]] = set()
         self._keeper = asyncio.get_running_loop().create_task(self._keep_leases(lease_seconds))
 
+    async def warm(self) -> None:
+        """Open a connection and load the scripts before the first request needs them."""
+        for script in (self._admit, self._settle, self._renew):
+            await self._redis.script_load(script.script)
+
     async def admit(self, principal: Principal, tokens: int) -> Grant:
         plan = plan_for(principal)
         if plan.empty:

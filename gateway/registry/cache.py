@@ -37,9 +37,23 @@ class RegistryCache:
         """Set while the change feed is subscribed."""
 
     async def refresh(self) -> Snapshot:
-        """Load the store's registry if its version changed; returns the current snapshot."""
+        """Load the store's registry if its version changed; returns the current snapshot.
+
+        A version older than the one held means the store lost its data (a Redis
+        restarted without persistence, a flush): the held snapshot stays, loudly, rather
+        than every key in the organization becoming invalid at once.
+        """
         if self.snapshot is None or await self.store.version() != self.snapshot.version:
-            self.snapshot = Snapshot(await self.store.load())
+            loaded = await self.store.load()
+            if self.snapshot is not None and loaded.version < self.snapshot.version:
+                log.error(
+                    "registry store went back from version %d to %d; keeping %d",
+                    self.snapshot.version,
+                    loaded.version,
+                    self.snapshot.version,
+                )
+                return self.snapshot
+            self.snapshot = Snapshot(loaded)
             log.info("registry version %d loaded", self.snapshot.version)
         return self.snapshot
 

@@ -69,6 +69,8 @@ class Simulator:
         self.seen: list[SeenRequest] = []
         self._changed = threading.Condition()
         self.inflight = 0
+        self.peak_inflight = 0
+        """Most requests ever in flight at once (what concurrency tests check)."""
         self._counters: dict[str, int] = {}
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -308,6 +310,7 @@ class _Job:
             self.sim.count("overloaded")
             return False
         self.sim.inflight += 1
+        self.sim.peak_inflight = max(self.sim.peak_inflight, self.sim.inflight)
         return True
 
     async def respond(self, render: Callable[[Generation], dict[str, Any]]) -> web.StreamResponse:

@@ -7,8 +7,10 @@ exactly as an app would, while still able to look at what the simulator received
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -135,3 +137,44 @@ def wait_ready(url: str, process: subprocess.Popen[str], timeout: float = 30) ->
             pass
         time.sleep(0.05)  # polling a probe, bounded by the deadline
     raise AssertionError(f"{url} did not become ready")
+
+
+class Replica:
+    """One ``lora-gateway serve`` process (a gateway replica), stopped with the test."""
+
+    def __init__(self, redis_url: str, pepper: str, **settings: str) -> None:
+        self.port, self.admin_port = free_port(), free_port()
+        env = {
+            **os.environ,
+            "LGW_REDIS_URL": redis_url,
+            "LGW_KEY_PEPPER": pepper,
+            "LGW_PORT": str(self.port),
+            "LGW_ADMIN_PORT": str(self.admin_port),
+            "LGW_HOST": "127.0.0.1",
+            **{f"LGW_{k.upper()}": v for k, v in settings.items()},
+        }
+        env.pop("LGW_POLICIES", None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        wait_ready(f"{self.url}/readyz", self.process)
+
+    @property
+    def url(self) -> str:
+        """The replica's base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def metrics(self) -> str:
+        """The replica's Prometheus exposition (admin port)."""
+        return httpx.get(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=10).text
+
+    def stop(self) -> str:
+        """SIGTERM, wait, and return what it logged."""
+        if self.process.poll() is None:
+            self.process.terminate()
+        output, _ = self.process.communicate(timeout=30)
+        return output
