@@ -2,7 +2,8 @@
 
     python bench/run.py [--seconds 5] [--out bench/results/latest.json]
 
-Starts a zero-delay TGI simulator and ``lora-gateway serve`` (pinned to CPU 0 where
+Starts Redis, a zero-delay TGI simulator and ``lora-gateway serve`` with its production
+settings (Redis registry and limiter, every limit of the team on; pinned to CPU 0 where
 ``taskset`` exists; the simulator and this load generator share CPU 1, so "direct" is
 bounded by that one core too), then runs each
 scenario twice, direct and through the gateway: requests/s, latency p50/p99, time to
@@ -32,6 +33,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gateway import keys
 from tests.integration.harness import free_port, wait_ready
+from tests.redis_servers import RedisProcess
 
 ADAPTER = "google-cloud-partnership/gemma-2-2b-it-lora-sql"
 MAX_REQUESTS = 200_000
@@ -139,10 +141,12 @@ pools:
       endpoints: ["http://127.0.0.1:{sim_port}"], system_role: fold}}
 teams:
   - name: bench
+    limits: {{rpm: 100000000, tpm: 100000000000, concurrency: 100000}}
     keys: [{{id: {key.id}, name: bench, hash: {key.hash}}}]
 mappings:
   - {{team: bench, task: sql, adapter: {ADAPTER}}}
 """)
+    redis_server = RedisProcess()
     cli = [sys.executable, "-m", "gateway.cli"]
     sim = subprocess.Popen(
         _pinned(
@@ -169,6 +173,7 @@ mappings:
         "LGW_PORT": str(gw_port),
         "LGW_ADMIN_PORT": str(free_port()),
         "LGW_HOST": "127.0.0.1",
+        "LGW_REDIS_URL": redis_server.url,  # production settings: the Redis limiter on
     }
     gateway = subprocess.Popen(
         _pinned(0, [*cli, "serve"]),
@@ -188,6 +193,7 @@ mappings:
         for process in (gateway, sim):
             process.terminate()
             process.communicate(timeout=30)
+        redis_server.stop()
     _report(results, args.out)
     return 0
 

@@ -172,3 +172,34 @@ def test_a_killed_replica_leaks_its_slots_only_until_the_lease_expires(
         doomed.stop()
         survivor.stop()
     assert_every_limiter_key_has_a_ttl(redis_proc.url)
+
+
+@pytest.fixture
+def long_fleet(loop: LoopThread, redis_proc: RedisProcess) -> Iterator[Fleet]:
+    yield from seeded(loop, redis_proc.url, SimConfig(itl=0.5), analytics=Limits(concurrency=1))
+
+
+def test_a_stream_longer_than_the_lease_keeps_its_slot(long_fleet: Fleet) -> None:
+    replica = Replica(long_fleet.redis_url, PEPPER, limiter_lease_seconds="1")
+    key = long_fleet.keys["analytics"]
+    body = {
+        "model": "sql",
+        "stream": True,
+        "messages": [{"role": "user", "content": "one two three four five six seven eight"}],
+    }
+    try:
+        with (
+            httpx.Client(timeout=30) as client,
+            client.stream(
+                "POST",
+                f"{replica.url}/v1/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {key}"},
+            ) as stream,
+        ):
+            lines = (line for line in stream.iter_lines() if line.startswith("data: "))
+            for _ in range(4):  # four tokens at 0.5 s: well past the 1 s lease
+                next(lines)
+            assert _code(replica.url, key) == 429  # the slot was renewed, not lost
+    finally:
+        replica.stop()
