@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gateway.auth import Principal  # noqa: E402
-from gateway.ratelimit_redis import Breaker, RedisLimiter  # noqa: E402
-from gateway.redis_client import connect  # noqa: E402
-from gateway.registry import Limits, Team  # noqa: E402
-from gateway.settings import Settings  # noqa: E402
+from gateway.auth import Principal
+from gateway.ratelimit_redis import Breaker, RedisLimiter
+from gateway.redis_client import connect
+from gateway.registry import Limits, Team
+from gateway.settings import Settings
 
 BIG = Limits(rpm=10**9, tpm=10**12, concurrency=10**6)
 DEADLINE_SECONDS = 60
@@ -33,8 +33,10 @@ async def run(url: str, requests: int, concurrency: int) -> None:
     settings = Settings(redis_url=url, redis_timeout=1.0)
     limiter = RedisLimiter(connect(settings, 1.0), lease_seconds=30, breaker=Breaker(3, 1.0))
     await limiter.warm()
-    principals = [Principal(Team(name=f"team-{i}", limits=BIG), "aaaaaaaaaaaa", BIG)
-                  for i in range(concurrency)]
+    principals = [
+        Principal(Team(name=f"team-{i}", limits=BIG), "aaaaaaaaaaaa", BIG)
+        for i in range(concurrency)
+    ]
     latencies = []
     deadline = time.monotonic() + DEADLINE_SECONDS
     for _ in range(min(requests, 5000)):
@@ -45,8 +47,10 @@ async def run(url: str, requests: int, concurrency: int) -> None:
         if time.monotonic() > deadline:
             break
     micros = sorted(x * 1e6 for x in latencies)
-    print(f"admit round trip, 1 caller: median {statistics.median(micros):.0f} us, "
-          f"p99 {micros[int(len(micros) * 0.99)]:.0f} us ({len(micros)} calls)")
+    print(
+        f"admit round trip, 1 caller: median {statistics.median(micros):.0f} us, "
+        f"p99 {micros[int(len(micros) * 0.99)]:.0f} us ({len(micros)} calls)"
+    )
 
     done = 0
 
@@ -60,8 +64,10 @@ async def run(url: str, requests: int, concurrency: int) -> None:
     started = time.perf_counter()
     await asyncio.gather(*(caller(p) for p in principals))
     elapsed = time.perf_counter() - started
-    print(f"admit + settle, {concurrency} callers: {done / elapsed:.0f} requests/s "
-          f"({done} in {elapsed:.1f} s)")
+    print(
+        f"admit + settle, {concurrency} callers: {done / elapsed:.0f} requests/s "
+        f"({done} in {elapsed:.1f} s)"
+    )
     await limiter.close()
 
 
