@@ -6,7 +6,7 @@ forwarded), and wrong types are a 400 that names the field, as OpenAI answers.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -62,6 +62,7 @@ class _Sampling(_Request):
 class ChatRequest(_Sampling):
     """``POST /v1/chat/completions``."""
 
+    id_prefix: ClassVar[str] = "chatcmpl"
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = None
@@ -85,6 +86,7 @@ class ChatRequest(_Sampling):
 class CompletionRequest(_Sampling):
     """``POST /v1/completions`` (legacy)."""
 
+    id_prefix: ClassVar[str] = "cmpl"
     prompt: str | list[str] = Field(min_length=1)
     echo: bool | None = None
     suffix: str | None = None

@@ -28,6 +28,7 @@ from gateway.routing import Route, resolve
 from gateway.schemas import ChatRequest, CompletionRequest, parse
 
 T = TypeVar("T")
+Asked = ChatRequest | CompletionRequest
 AnyRequest = Request[Any, Any, Any]
 _JSON = "application/json"
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -43,38 +44,33 @@ class Call:
     path: str
     body: bytes
     response_id: str
-    asked: ChatRequest | CompletionRequest
+    asked: Asked
     grant: Grant
 
 
 @post("/v1/chat/completions", status_code=200)
 async def chat_completions(request: AnyRequest) -> Response[bytes] | Stream:
     """OpenAI chat completions, streamed or not."""
-    plane, snapshot, request_id = _begin(request)
-    principal = _authenticate(request, plane, snapshot)
-    chat = parse(ChatRequest, await request.body())
-    route = resolve(principal, chat.model, snapshot, plane.rng)
-    max_tokens = max_tokens_for(chat.requested_max_tokens, plane.settings)
-    body = plane.dialect.chat_body(chat, route, max_tokens)
-    grant = await plane.limiter.admit(principal, chat.prompt_tokens_estimate + max_tokens)
-    call = Call(route, plane.dialect.chat_path, body, f"chatcmpl-{request_id}", chat, grant)
-    return await _forward(request, plane, call)
+    return await _complete(request, ChatRequest)
 
 
 @post("/v1/completions", status_code=200)
 async def completions(request: AnyRequest) -> Response[bytes] | Stream:
     """OpenAI legacy completions, streamed or not."""
+    return await _complete(request, CompletionRequest)
+
+
+async def _complete(request: AnyRequest, schema: type[Asked]) -> Response[bytes] | Stream:
+    """The request path of DESIGN.md, one stage per line."""
     plane, snapshot, request_id = _begin(request)
     principal = _authenticate(request, plane, snapshot)
-    completion = parse(CompletionRequest, await request.body())
-    route = resolve(principal, completion.model, snapshot, plane.rng)
-    max_tokens = max_tokens_for(completion.requested_max_tokens, plane.settings)
-    body = plane.dialect.completion_body(completion, route, max_tokens)
-    grant = await plane.limiter.admit(principal, completion.prompt_tokens_estimate + max_tokens)
-    call = Call(
-        route, plane.dialect.completions_path, body, f"cmpl-{request_id}", completion, grant
-    )
-    return await _forward(request, plane, call)
+    asked = parse(schema, await request.body())
+    route = resolve(principal, asked.model, snapshot, plane.rng)
+    max_tokens = max_tokens_for(asked.requested_max_tokens, plane.settings)
+    path, body = plane.dialect.translate(asked, route, max_tokens)
+    grant = await plane.limiter.admit(principal, asked.prompt_tokens_estimate + max_tokens)
+    response_id = f"{asked.id_prefix}-{request_id}"
+    return await _forward(request, plane, Call(route, path, body, response_id, asked, grant))
 
 
 @get("/v1/models")
@@ -146,7 +142,7 @@ async def _forward(request: AnyRequest, plane: DataPlane, call: Call) -> Respons
     )
 
 
-def _used(usage: Usage | None, asked: ChatRequest | CompletionRequest, relayed: int) -> int:
+def _used(usage: Usage | None, asked: Asked, relayed: int) -> int:
     """Tokens to debit: the backend's count, else the prompt estimate plus one token per
     chunk relayed (TGI streams one token per chunk)."""
     if usage is not None:

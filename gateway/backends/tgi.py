@@ -81,12 +81,17 @@ def _dumps(value: Any) -> bytes:
 class TGIDialect:
     """Request and response translation for Hugging Face TGI >= 2.3 (tested against 3.3)."""
 
-    chat_path = "/v1/chat/completions"
-    completions_path = "/v1/completions"
+    def translate(
+        self, request: ChatRequest | CompletionRequest, route: Route, max_tokens: int
+    ) -> tuple[str, bytes]:
+        """The upstream path and body for an OpenAI request."""
+        if isinstance(request, ChatRequest):
+            return "/v1/chat/completions", self.chat_body(request, route, max_tokens)
+        return "/v1/completions", self.completion_body(request, route, max_tokens)
 
     # -- requests ----------------------------------------------------------------------
     def chat_body(self, request: ChatRequest, route: Route, max_tokens: int) -> bytes:
-        """The body to POST to ``chat_path``."""
+        """The body to POST to ``/v1/chat/completions``."""
         body: dict[str, Any] = {
             "model": route.upstream_model,
             "messages": _messages(request.messages, fold=route.pool.system_role == "fold"),
@@ -107,7 +112,7 @@ class TGIDialect:
         return _dumps(body)
 
     def completion_body(self, request: CompletionRequest, route: Route, max_tokens: int) -> bytes:
-        """The body to POST to ``completions_path``."""
+        """The body to POST to ``/v1/completions``."""
         if request.suffix:
             raise InvalidRequest("'suffix' is not supported by this model.", param="suffix")
         if request.echo:

@@ -132,40 +132,31 @@ def _openai_finish(reason: str) -> str:
 
 def chat_completion(model: str, fingerprint: str, g: Generation) -> dict[str, Any]:
     """The non-streamed chat body (§3d)."""
-    return {
-        "object": "chat.completion",
-        "id": "",
-        "created": int(time.time()),
-        "model": model,
-        "system_fingerprint": fingerprint,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": g.text},
-                "logprobs": None,
-                "finish_reason": _openai_finish(g.finish_reason),
-            }
-        ],
-        "usage": _usage(g),
-    }
+    message = {"message": {"role": "assistant", "content": g.text}}
+    return _final("chat.completion", model, fingerprint, g, message)
 
 
 def completion(model: str, fingerprint: str, g: Generation) -> dict[str, Any]:
     """The non-streamed legacy completion body (§3e)."""
+    return _final("text_completion", model, fingerprint, g, {"text": g.text})
+
+
+def _final(
+    kind: str, model: str, fingerprint: str, g: Generation, output: dict[str, Any]
+) -> dict[str, Any]:
+    choice = {
+        "index": 0,
+        **output,
+        "logprobs": None,
+        "finish_reason": _openai_finish(g.finish_reason),
+    }
     return {
-        "object": "text_completion",
+        "object": kind,
         "id": "",
         "created": int(time.time()),
         "model": model,
         "system_fingerprint": fingerprint,
-        "choices": [
-            {
-                "index": 0,
-                "text": g.text,
-                "logprobs": None,
-                "finish_reason": _openai_finish(g.finish_reason),
-            }
-        ],
+        "choices": [choice],
         "usage": _usage(g),
     }
 

@@ -7,6 +7,7 @@ exactly as an app would, while still able to look at what the simulator received
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -178,3 +179,49 @@ class Replica:
             self.process.terminate()
         output, _ = self.process.communicate(timeout=30)
         return output
+
+
+class Demo:
+    """``lora-gateway demo`` as a user starts it: its own ports, keys written to a file."""
+
+    def __init__(self, keys_file: Path, **env: str) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "demo",
+                "--port",
+                str(self.port),
+                "--admin-port",
+                str(free_port()),
+                "--keys-file",
+                str(keys_file),
+                "--ttft",
+                "0",
+                "--itl",
+                "0",
+            ],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            wait_ready(f"{self.url}/readyz", self.process)
+        except AssertionError:
+            self.kill()
+            raise
+        self.keys: dict[str, str] = json.loads(keys_file.read_text())
+
+    @property
+    def url(self) -> str:
+        """The demo gateway's base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def kill(self) -> None:
+        """Make sure the process is gone (after a failed test)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,49 +10,20 @@ import httpx
 import openai
 import pytest
 
-from tests.integration.harness import free_port, wait_ready
+from tests.integration.harness import Demo
 
 SQL = "google-cloud-partnership/gemma-2-2b-it-lora-sql"
 
 
 @pytest.fixture
-def demo(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], subprocess.Popen[str]]]:
-    port, admin_port = free_port(), free_port()
-    keys_file = tmp_path / "keys.json"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gateway.cli",
-            "demo",
-            "--port",
-            str(port),
-            "--admin-port",
-            str(admin_port),
-            "--keys-file",
-            str(keys_file),
-            "--ttft",
-            "0",
-            "--itl",
-            "0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_ready(f"http://127.0.0.1:{port}/readyz", process)
-        yield f"http://127.0.0.1:{port}", json.loads(keys_file.read_text()), process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+def demo(tmp_path: Path) -> Iterator[Demo]:
+    running = Demo(tmp_path / "keys.json")
+    yield running
+    running.kill()
 
 
-def test_demo_serves_every_team_and_stops_cleanly_on_sigterm(
-    demo: tuple[str, dict[str, str], subprocess.Popen[str]],
-) -> None:
-    url, keys, process = demo
+def test_demo_serves_every_team_and_stops_cleanly_on_sigterm(demo: Demo) -> None:
+    url, keys, process = demo.url, demo.keys, demo.process
     assert sorted(keys) == ["analytics", "devtools", "localization"]
     with openai.OpenAI(base_url=f"{url}/v1", api_key=keys["analytics"], max_retries=0) as client:
         answer = client.chat.completions.create(

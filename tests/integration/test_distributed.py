@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +25,7 @@ from gateway.registry.redis_store import RedisStore
 from gateway.schemas import ChatRequest
 from gateway.settings import Settings
 from gateway.sim import SimConfig, Simulator
-from tests.integration.harness import LoopThread, Replica, free_port, wait_ready
+from tests.integration.harness import Demo, LoopThread, Replica
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "policies" / "examples"
 PEPPER = "distributed-test-pepper"
@@ -228,37 +225,12 @@ async def _load(url: str) -> Registry:
 
 
 def test_the_demo_seeds_redis_and_a_serve_replica_joins(redis_url: str, tmp_path: Path) -> None:
-    port, keys_file = free_port(), tmp_path / "keys.json"
-    env = {"LGW_REDIS_URL": redis_url, "LGW_KEY_PEPPER": PEPPER}
-    demo = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gateway.cli",
-            "demo",
-            "--port",
-            str(port),
-            "--admin-port",
-            str(free_port()),
-            "--keys-file",
-            str(keys_file),
-            "--ttft",
-            "0",
-            "--itl",
-            "0",
-        ],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    demo = Demo(tmp_path / "keys.json", LGW_REDIS_URL=redis_url, LGW_KEY_PEPPER=PEPPER)
     replica = None
     try:
-        wait_ready(f"http://127.0.0.1:{port}/readyz", demo)
         replica = Replica(redis_url, PEPPER)
-        demo_keys = json.loads(keys_file.read_text())
-        for url in (f"http://127.0.0.1:{port}", replica.url):
-            answer = chat(url, demo_keys["analytics"])
+        for url in (demo.url, replica.url):
+            answer = chat(url, demo.keys["analytics"])
             assert answer.status_code == 200
             assert answer.json()["choices"][0]["message"]["content"].startswith(
                 "[google-cloud-partnership/gemma-2-2b-it-lora-sql]"
@@ -266,5 +238,5 @@ def test_the_demo_seeds_redis_and_a_serve_replica_joins(redis_url: str, tmp_path
     finally:
         if replica is not None:
             replica.stop()
-        demo.send_signal(signal.SIGTERM)
-        demo.communicate(timeout=30)
+        demo.process.send_signal(signal.SIGTERM)
+        demo.process.communicate(timeout=30)
