@@ -184,8 +184,9 @@ class Replica:
 class Demo:
     """``lora-gateway demo`` as a user starts it: its own ports, keys written to a file."""
 
-    def __init__(self, keys_file: Path, **env: str) -> None:
+    def __init__(self, keys_file: Path, policies: Path | None = None, **env: str) -> None:
         self.port = free_port()
+        extra = ["--policies", str(policies)] if policies else []
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -202,6 +203,7 @@ class Demo:
                 "0",
                 "--itl",
                 "0",
+                *extra,
             ],
             env={**os.environ, **env},
             stdout=subprocess.PIPE,

@@ -224,17 +224,31 @@ async def _load(url: str) -> Registry:
         await store.close()
 
 
-def test_the_demo_seeds_redis_and_a_serve_replica_joins(redis_url: str, tmp_path: Path) -> None:
-    demo = Demo(tmp_path / "keys.json", LGW_REDIS_URL=redis_url, LGW_KEY_PEPPER=PEPPER)
+def test_the_demo_seeds_redis_and_a_serve_replica_joins_with_shared_limits(
+    redis_url: str, tmp_path: Path
+) -> None:
+    policies = tmp_path / "policies.yaml"
+    example = (EXAMPLES / "deployment.yaml").read_text()
+    policies.write_text(
+        example.replace(  # analytics: 10 requests per minute
+            "  - name: analytics\n    limits: {rpm: 600,",
+            "  - name: analytics\n    limits: {rpm: 10,",
+        )
+    )
+    env = {"LGW_REDIS_URL": redis_url, "LGW_KEY_PEPPER": PEPPER}
+    demo = Demo(tmp_path / "keys.json", policies, **env)
     replica = None
     try:
         replica = Replica(redis_url, PEPPER)
-        for url in (demo.url, replica.url):
-            answer = chat(url, demo.keys["analytics"])
-            assert answer.status_code == 200
-            assert answer.json()["choices"][0]["message"]["content"].startswith(
-                "[google-cloud-partnership/gemma-2-2b-it-lora-sql]"
-            )
+        key = demo.keys["analytics"]
+        answers = [chat((demo.url, replica.url)[i % 2], key) for i in range(30)]
+        assert [a.status_code for a in answers] == [200] * 10 + [429] * 20
+        assert (
+            answers[0]
+            .json()["choices"][0]["message"]["content"]
+            .startswith("[google-cloud-partnership/gemma-2-2b-it-lora-sql]")
+        )
+        assert 1 <= int(answers[10].headers["retry-after"]) <= 6
     finally:
         if replica is not None:
             replica.stop()
