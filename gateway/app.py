@@ -8,9 +8,14 @@ from contextlib import asynccontextmanager
 from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from gateway import __version__
+from gateway.admin.editor import Editor
+from gateway.admin.routes import ROUTES
 from gateway.api import errors, health, openai
 from gateway.errors import GatewayError
 from gateway.plane import DataPlane, create_plane
@@ -60,8 +65,16 @@ def create_admin_app(settings: Settings, plane: DataPlane) -> Litestar:
         return generate_latest(plane.metrics.registry)
 
     return Litestar(
-        route_handlers=[metrics, health.healthz, health.readyz],
-        exception_handlers=_ERROR_HANDLERS,  # type: ignore[arg-type]
-        state=State({"plane": plane}),
-        openapi_config=None,
+        route_handlers=[*ROUTES, metrics, health.healthz, health.readyz],
+        exception_handlers={
+            **_ERROR_HANDLERS,  # type: ignore[dict-item]
+            HTTPException: errors.admin_http_error,
+        },
+        state=State({"plane": plane, "editor": Editor(plane.registry, plane.audit)}),
+        openapi_config=OpenAPIConfig(
+            title="lora-gateway admin API",
+            version=__version__,
+            path="/admin/schema",
+            render_plugins=[JsonRenderPlugin()],
+        ),
     )

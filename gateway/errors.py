@@ -8,6 +8,9 @@
     ├── AuthenticationFailed           401 invalid_request_error / invalid_api_key
     ├── PermissionDenied               403 permission_denied / permission_denied
     ├── ModelNotFound                  404 invalid_request_error / model_not_found
+    ├── NotFound                       404 invalid_request_error / not_found
+    ├── Conflict                       409 invalid_request_error / conflict
+    ├── Unprocessable                  422 invalid_request_error / validation_error
     ├── RateLimited                    429 rate_limit_exceeded / rate_limit_exceeded
     ├── LimiterUnavailable             503 api_error / limiter_unavailable
     ├── UpstreamError                  502 api_error / upstream_error
@@ -114,6 +117,30 @@ class ModelNotFound(GatewayError):
     status = 404
     type = "invalid_request_error"
     code = "model_not_found"
+
+
+class NotFound(GatewayError):
+    """An admin object that does not exist, or that the caller may not see."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class Conflict(GatewayError):
+    """The object exists already, or the registry changed under the caller."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
+
+
+class Unprocessable(GatewayError):
+    """A well-formed admin request whose content is refused (unknown field, bad reference)."""
+
+    status = 422
+    type = "invalid_request_error"
+    code = "validation_error"
 
 
 class RateLimited(GatewayError):

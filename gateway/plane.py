@@ -5,10 +5,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from gateway.admin.audit import AuditLog, MemoryAudit, RedisAudit
 from gateway.backends import TGIDialect
 from gateway.metrics import Metrics
 from gateway.ratelimit import Limiter, MemoryLimiter
 from gateway.registry.cache import RegistryCache
+from gateway.registry.redis_store import RedisStore as RedisStoreType
 from gateway.registry.store import InMemoryStore, RegistryStore
 from gateway.settings import Settings
 from gateway.upstream import Upstream
@@ -25,6 +27,8 @@ class DataPlane:
     limiter: Limiter = field(init=False)
     dialect: TGIDialect = field(default_factory=TGIDialect)
     rng: random.Random = field(default_factory=random.Random)
+    audit: AuditLog = field(default_factory=MemoryAudit)
+    """Where admin changes are recorded."""
     ready: bool = False
     """True once the registry is loaded and the upstream pool is open."""
     pepper: bytes = field(init=False, repr=False)
@@ -69,5 +73,8 @@ def create_plane(settings: Settings, store: RegistryStore | None = None) -> Data
         from gateway.registry.redis_store import RedisStore
 
         store = RedisStore(connect(settings, None))
+    audit: AuditLog = MemoryAudit()
+    if isinstance(store, RedisStoreType):
+        audit = RedisAudit(store.redis)
     cache = RegistryCache(store or InMemoryStore())
-    return DataPlane(settings=settings, registry=cache, upstream=Upstream(settings))
+    return DataPlane(settings=settings, registry=cache, upstream=Upstream(settings), audit=audit)

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     """Safety-net interval of the registry version check (changes also arrive by pub/sub)."""
     admin_token: SecretStr | None = None
     """The org admin token; without it the admin plane refuses every call."""
+    upstream_allow: str = ""
+    """Hosts and CIDRs (comma-separated) that pool endpoints created through the admin API
+    may point to; empty allows none. Policy files are trusted deploy-time config."""
     key_pepper: SecretStr | None = None
     """Secret mixed into every stored API-key hash (HMAC-SHA256). Required once keys exist."""
 

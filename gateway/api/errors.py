@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from litestar import Request, Response
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 
 from gateway.errors import (
     GatewayError,
@@ -14,6 +14,7 @@ from gateway.errors import (
     MethodNotAllowed,
     RequestTooLarge,
     UnknownURL,
+    Unprocessable,
 )
 
 log = logging.getLogger("gateway")
@@ -36,6 +37,15 @@ def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
     if exc.status_code < 500:
         return gateway_error(request, InvalidRequest("The request could not be understood."))
     return unexpected_error(request, exc)
+
+
+def admin_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    """As ``http_error``, but a body that fails its schema is 422 naming the fields."""
+    if isinstance(exc, ValidationException):
+        fields = [str(e.get("key", "")) for e in (exc.extra or []) if isinstance(e, dict)]
+        problems = ", ".join(f for f in fields if f) or "the body"
+        return gateway_error(request, Unprocessable(f"Invalid or unknown fields: {problems}."))
+    return http_error(request, exc)
 
 
 def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:

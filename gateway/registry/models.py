@@ -89,6 +89,8 @@ class ApiKey(Record):
     """After this instant the key is refused."""
     limits: Limits = Limits()
     """Limits of this key alone, on top of its team's."""
+    role: Literal["member", "admin"] = "member"
+    """``admin``: may also manage its own team's keys and mappings on the admin plane."""
 
 
 class Team(Record):
@@ -225,12 +227,13 @@ def reference_problems(registry: Registry) -> list[Problem]:
             field = "adapter" if mapping.adapter is not None else "targets"
             if target.adapter not in served:
                 problems.append(((("mappings", i, field)), f"no pool serves {target.adapter!r}"))
-            elif not _may_use(owners.get(target.adapter), mapping.team):
+            elif not may_use(owners.get(target.adapter), mapping.team):
                 problems.append((("mappings", i, field), f"{target.adapter!r} is private"))
     return problems
 
 
-def _may_use(adapter: Adapter | None, team: str | None) -> bool:
+def may_use(adapter: Adapter | None, team: str | None) -> bool:
+    """Whether ``team`` may use an adapter described by ``adapter`` (None: shared)."""
     if adapter is None or adapter.owner is None:
         return True
     return team is not None and (team == adapter.owner or team in adapter.grants)

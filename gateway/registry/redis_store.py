@@ -57,6 +57,11 @@ class RedisStore:
             raise VersionConflict(-1 - version)
         return registry.model_copy(update={"version": version})
 
+    @property
+    def redis(self) -> Redis | RedisCluster:
+        """The client (shared with the audit log)."""
+        return self._redis
+
     async def close(self) -> None:
         """Close the client and its connections."""
         await self._redis.aclose()
