@@ -111,6 +111,40 @@ def _sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policies_sync(args: argparse.Namespace) -> int:
+    from gateway.server import run
+
+    settings = Settings()
+    if not settings.redis_url:
+        _fail("set LGW_REDIS_URL: diff and apply compare with the live registry in Redis")
+        return 2
+    files = load_policies(args.path)
+    outcome: list[int] = []
+    run(_sync(settings, files, apply=args.action == "apply", outcome=outcome))
+    return outcome[0] if outcome else 1
+
+
+async def _sync(settings: Settings, files: Registry, apply: bool, outcome: list[int]) -> None:
+    from gateway.admin.audit import RedisAudit
+    from gateway.redis_client import connect
+    from gateway.registry import sync
+    from gateway.registry.redis_store import RedisStore
+
+    store = RedisStore(connect(settings, 5.0))
+    try:
+        if apply:
+            changes = await sync.apply(store, RedisAudit(store.redis), files)
+        else:
+            changes = (await sync.plan(store, files))[2]
+    finally:
+        await store.close()
+    for change in changes:
+        print(change)
+    verb = "applied" if apply else "would change"
+    print(f"{len(changes)} records {verb}" if changes else "no change")
+    outcome.append(0)
+
+
 def _policies(args: argparse.Namespace) -> int:
     registry = load_policies(args.path)
     print(
@@ -184,6 +218,13 @@ def _parser() -> argparse.ArgumentParser:
     validate = policy_commands.add_parser("validate", help="validate a policy file or folder")
     validate.add_argument("path", type=Path)
     validate.set_defaults(run=_policies)
+    for action, text in (
+        ("diff", "what applying PATH would change in the live registry"),
+        ("apply", "make the live registry what PATH says (idempotent)"),
+    ):
+        command = policy_commands.add_parser(action, help=text)
+        command.add_argument("path", type=Path)
+        command.set_defaults(run=_policies_sync, action=action)
 
     key_commands = commands.add_parser("keys", help="API keys").add_subparsers(
         required=True, metavar="ACTION"

@@ -78,7 +78,7 @@ class TeamRoutes(Controller):
 
     @post("/")
     async def create_team(self, request: AnyRequest, data: TeamIn) -> TeamOut:
-        caller, _, snapshot, editor = _context(request)
+        caller, _, _, editor = _context(request)
         caller.require_org()
         await editor.apply(
             caller, "team.create", data.name, data.name, lambda r: changes.add_team(r, data)
