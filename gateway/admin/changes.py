@@ -55,15 +55,25 @@ def add_team(registry: Registry, body: TeamIn) -> Edit:
 
 def patch_team(registry: Registry, name: str, body: TeamPatch) -> Edit:
     old = team(registry, name)
-    new = old.model_copy(update=body.model_dump(exclude_none=True))
+    given = {field: getattr(body, field) for field in body.model_fields_set}
+    new = old.model_copy(update={k: v for k, v in given.items() if v is not None})
     return _replace_team(registry, name, new), public(old), public(new)
 
 
 def delete_team(registry: Registry, name: str) -> Edit:
-    """The team, its keys and its mappings; adapters it owns must be removed first."""
+    """The team, its keys, its mappings and its grants. Adapters it owns must be deleted
+    or given to another team first: dropping the owner would make them shared."""
     old = team(registry, name)
+    if any(a.owner == name for a in registry.adapters):
+        raise Conflict("The team owns adapters: delete them or change their owner first.")
     mappings = tuple(m for m in registry.mappings if m.team != name)
-    registry = _replace_team(registry, name, None).model_copy(update={"mappings": mappings})
+    adapters = tuple(
+        a.model_copy(update={"grants": tuple(g for g in a.grants if g != name)})
+        for a in registry.adapters
+    )
+    registry = _replace_team(registry, name, None).model_copy(
+        update={"mappings": mappings, "adapters": adapters}
+    )
     return registry, public(old), None
 
 

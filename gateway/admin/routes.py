@@ -4,10 +4,10 @@ the caller may touch the object, then reads the cached registry or edits the sto
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, patch, post, put
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from gateway.admin import changes
 from gateway.admin.audit import Query
@@ -33,8 +33,10 @@ from gateway.registry import Adapter, Pool, Registry, Snapshot
 from gateway.registry.models import may_use
 
 AnyRequest = Request[Any, Any, Any]
-Limit = Parameter(ge=1, le=500, default=100, description="Page size.")
-After = Parameter(default=None, description="Return items after this one (the `next` value).")
+Limit = Annotated[int, QueryParameter(ge=1, le=500, description="Page size.")]
+After = Annotated[
+    str | None, QueryParameter(description="Return items after this one (the `next` value).")
+]
 
 
 def _context(request: AnyRequest) -> tuple[Caller, DataPlane, Snapshot, Editor]:
@@ -55,7 +57,7 @@ def _page(items: list[tuple[str, Any]], after: str | None, limit: int) -> Page:
     return Page(data=[item for _, item in page], next=page[-1][0] if len(rest) > limit else None)
 
 
-def _team(snapshot: Snapshot, name: str) -> Any:
+def _team(snapshot: Snapshot, name: FromPath[str]) -> Any:
     found = snapshot.teams.get(name)
     if found is None:
         raise NotFound("No such team.")
@@ -70,14 +72,14 @@ class TeamRoutes(Controller):
 
     @get("/")
     async def list_teams(
-        self, request: AnyRequest, limit: int = Limit, after: str | None = After
+        self, request: AnyRequest, limit: Limit = 100, after: After = None
     ) -> Page:
         caller, _, snapshot, _ = _context(request)
         teams = [t for t in snapshot.registry.teams if caller.is_org or t.name == caller.team]
         return _page([(t.name, TeamOut.of(t)) for t in teams], after, limit)
 
     @post("/")
-    async def create_team(self, request: AnyRequest, data: TeamIn) -> TeamOut:
+    async def create_team(self, request: AnyRequest, data: JSONBody[TeamIn]) -> TeamOut:
         caller, _, _, editor = _context(request)
         caller.require_org()
         await editor.apply(
@@ -86,13 +88,15 @@ class TeamRoutes(Controller):
         return TeamOut.of(_team(editor.cache.current(), data.name))
 
     @get("/{team:str}")
-    async def get_team(self, request: AnyRequest, team: str) -> TeamOut:
+    async def get_team(self, request: AnyRequest, team: FromPath[str]) -> TeamOut:
         caller, _, snapshot, _ = _context(request)
         caller.require_team(team)
         return TeamOut.of(_team(snapshot, team))
 
     @patch("/{team:str}")
-    async def update_team(self, request: AnyRequest, team: str, data: TeamPatch) -> TeamOut:
+    async def update_team(
+        self, request: AnyRequest, team: FromPath[str], data: JSONBody[TeamPatch]
+    ) -> TeamOut:
         caller, _, _, editor = _context(request)
         caller.require_org()
         await editor.apply(
@@ -101,7 +105,7 @@ class TeamRoutes(Controller):
         return TeamOut.of(_team(editor.cache.current(), team))
 
     @delete("/{team:str}")
-    async def delete_team(self, request: AnyRequest, team: str) -> None:
+    async def delete_team(self, request: AnyRequest, team: FromPath[str]) -> None:
         caller, _, _, editor = _context(request)
         caller.require_org()
         await editor.apply(
@@ -117,14 +121,16 @@ class KeyRoutes(Controller):
 
     @get("/")
     async def list_keys(
-        self, request: AnyRequest, team: str, limit: int = Limit, after: str | None = After
+        self, request: AnyRequest, team: FromPath[str], limit: Limit = 100, after: After = None
     ) -> Page:
         caller, _, snapshot, _ = _context(request)
         caller.require_team(team)
         return _page([(k.id, KeyOut.of(k)) for k in _team(snapshot, team).keys], after, limit)
 
     @post("/")
-    async def create_key(self, request: AnyRequest, team: str, data: KeyIn) -> KeyCreated:
+    async def create_key(
+        self, request: AnyRequest, team: FromPath[str], data: JSONBody[KeyIn]
+    ) -> KeyCreated:
         caller, plane, _, editor = _context(request)
         caller.require_team(team)
         minted: list[str] = []
@@ -143,13 +149,17 @@ class KeyRoutes(Controller):
         )
 
     @get("/{key_id:str}")
-    async def get_key(self, request: AnyRequest, team: str, key_id: str) -> KeyOut:
+    async def get_key(
+        self, request: AnyRequest, team: FromPath[str], key_id: FromPath[str]
+    ) -> KeyOut:
         caller, _, snapshot, _ = _context(request)
         caller.require_team(team)
         return KeyOut.of(changes.find_key(snapshot.registry, team, key_id))
 
     @delete("/{key_id:str}")
-    async def revoke_key(self, request: AnyRequest, team: str, key_id: str) -> None:
+    async def revoke_key(
+        self, request: AnyRequest, team: FromPath[str], key_id: FromPath[str]
+    ) -> None:
         caller, _, _, editor = _context(request)
         caller.require_team(team)
         await editor.apply(
@@ -158,7 +168,11 @@ class KeyRoutes(Controller):
 
     @post("/{key_id:str}/rotate")
     async def rotate_key(
-        self, request: AnyRequest, team: str, key_id: str, data: RotateIn
+        self,
+        request: AnyRequest,
+        team: FromPath[str],
+        key_id: FromPath[str],
+        data: JSONBody[RotateIn],
     ) -> KeyCreated:
         caller, plane, _, editor = _context(request)
         caller.require_team(team)
@@ -184,7 +198,7 @@ class MappingRoutes(Controller):
 
     @get("/")
     async def list_mappings(
-        self, request: AnyRequest, team: str, limit: int = Limit, after: str | None = After
+        self, request: AnyRequest, team: FromPath[str], limit: Limit = 100, after: After = None
     ) -> Page:
         caller, _, snapshot, _ = _context(request)
         caller.require_team(team)
@@ -193,7 +207,9 @@ class MappingRoutes(Controller):
         return _page([(m.task, MappingOut.of(m)) for m in own], after, limit)
 
     @get("/{task:str}")
-    async def get_mapping(self, request: AnyRequest, team: str, task: str) -> MappingOut:
+    async def get_mapping(
+        self, request: AnyRequest, team: FromPath[str], task: FromPath[str]
+    ) -> MappingOut:
         caller, _, snapshot, _ = _context(request)
         caller.require_team(team)
         mapping = snapshot.mappings.get((team, task))
@@ -203,7 +219,11 @@ class MappingRoutes(Controller):
 
     @put("/{task:str}")
     async def put_mapping(
-        self, request: AnyRequest, team: str, task: str, data: MappingIn
+        self,
+        request: AnyRequest,
+        team: FromPath[str],
+        task: FromPath[str],
+        data: JSONBody[MappingIn],
     ) -> MappingOut:
         caller, _, _, editor = _context(request)
         caller.require_team(team)
@@ -213,7 +233,9 @@ class MappingRoutes(Controller):
         return MappingOut.of(editor.cache.current().mappings[(team, task)])
 
     @delete("/{task:str}")
-    async def delete_mapping(self, request: AnyRequest, team: str, task: str) -> None:
+    async def delete_mapping(
+        self, request: AnyRequest, team: FromPath[str], task: FromPath[str]
+    ) -> None:
         caller, _, _, editor = _context(request)
         caller.require_team(team)
         await editor.apply(
@@ -229,18 +251,18 @@ class PoolRoutes(Controller):
 
     @get("/")
     async def list_pools(
-        self, request: AnyRequest, limit: int = Limit, after: str | None = After
+        self, request: AnyRequest, limit: Limit = 100, after: After = None
     ) -> Page:
         caller, _, snapshot, _ = _context(request)
         caller.require_org()
         return _page([(p.name, p) for p in snapshot.registry.pools], after, limit)
 
     @post("/")
-    async def create_pool(self, request: AnyRequest, data: Pool) -> Pool:
+    async def create_pool(self, request: AnyRequest, data: JSONBody[Pool]) -> Pool:
         return await self._put(request, data.name, data, "pool.create")
 
     @get("/{name:str}")
-    async def get_pool(self, request: AnyRequest, name: str) -> Pool:
+    async def get_pool(self, request: AnyRequest, name: FromPath[str]) -> Pool:
         caller, _, snapshot, _ = _context(request)
         caller.require_org()
         found = next((p for p in snapshot.registry.pools if p.name == name), None)
@@ -249,18 +271,20 @@ class PoolRoutes(Controller):
         return found
 
     @put("/{name:str}")
-    async def replace_pool(self, request: AnyRequest, name: str, data: Pool) -> Pool:
+    async def replace_pool(
+        self, request: AnyRequest, name: FromPath[str], data: JSONBody[Pool]
+    ) -> Pool:
         return await self._put(request, name, data, "pool.put")
 
     @delete("/{name:str}")
-    async def delete_pool(self, request: AnyRequest, name: str) -> None:
+    async def delete_pool(self, request: AnyRequest, name: FromPath[str]) -> None:
         caller, _, _, editor = _context(request)
         caller.require_org()
         await editor.apply(
             caller, "pool.delete", None, name, lambda r: changes.delete_record(r, "pools", name)
         )
 
-    async def _put(self, request: AnyRequest, name: str, data: Pool, action: str) -> Pool:
+    async def _put(self, request: AnyRequest, name: FromPath[str], data: Pool, action: str) -> Pool:
         caller, plane, _, editor = _context(request)
         caller.require_org()
         if data.name != name:
@@ -281,7 +305,7 @@ class AdapterRoutes(Controller):
 
     @get("/")
     async def list_adapters(
-        self, request: AnyRequest, limit: int = Limit, after: str | None = After
+        self, request: AnyRequest, limit: Limit = 100, after: After = None
     ) -> Page:
         caller, _, snapshot, _ = _context(request)
         visible = [
@@ -290,7 +314,7 @@ class AdapterRoutes(Controller):
         return _page([(a.id, a) for a in visible], after, limit)
 
     @post("/")
-    async def create_adapter(self, request: AnyRequest, data: Adapter) -> Adapter:
+    async def create_adapter(self, request: AnyRequest, data: JSONBody[Adapter]) -> Adapter:
         caller, _, _, editor = _context(request)
         caller.require_org()
         await editor.apply(
@@ -303,7 +327,7 @@ class AdapterRoutes(Controller):
         return data
 
     @get("/{adapter_id:path}")
-    async def get_adapter(self, request: AnyRequest, adapter_id: str) -> Adapter:
+    async def get_adapter(self, request: AnyRequest, adapter_id: FromPath[str]) -> Adapter:
         caller, _, snapshot, _ = _context(request)
         found = next(
             (a for a in snapshot.registry.adapters if a.id == adapter_id.lstrip("/")), None
@@ -313,7 +337,7 @@ class AdapterRoutes(Controller):
         return found
 
     @delete("/{adapter_id:path}")
-    async def delete_adapter(self, request: AnyRequest, adapter_id: str) -> None:
+    async def delete_adapter(self, request: AnyRequest, adapter_id: FromPath[str]) -> None:
         caller, _, _, editor = _context(request)
         caller.require_org()
         ident = adapter_id.lstrip("/")
@@ -336,12 +360,12 @@ class AuditRoutes(Controller):
     async def list_audit(
         self,
         request: AnyRequest,
-        team: str | None = None,
-        actor: str | None = None,
-        action: str | None = None,
-        since: datetime | None = None,
-        before: str | None = None,
-        limit: int = Limit,
+        team: FromQuery[str | None] = None,
+        actor: FromQuery[str | None] = None,
+        action: FromQuery[str | None] = None,
+        since: FromQuery[datetime | None] = None,
+        before: FromQuery[str | None] = None,
+        limit: Limit = 100,
     ) -> list[AuditEntry]:
         caller, _, _, editor = _context(request)
         if not caller.is_org:

@@ -24,8 +24,9 @@ import httpx
 import uvloop
 from pydantic import SecretStr
 
-from gateway.app import create_app, create_plane
+from gateway.app import create_admin_app, create_app, create_plane
 from gateway.demo import with_keys
+from gateway.plane import DataPlane
 from gateway.registry import Registry
 from gateway.registry.loader import load_policies
 from gateway.registry.store import InMemoryStore
@@ -64,6 +65,15 @@ class Stack:
     url: str
     keys: dict[str, str]
     registry: Registry
+    admin_url: str = ""
+    store: InMemoryStore | None = None
+    plane: DataPlane | None = None
+
+    def reset(self, loop: LoopThread, registry: Registry) -> None:
+        """Put ``registry`` in the store and in the gateway's cache."""
+        assert self.store is not None and self.plane is not None
+        loop.run(self.store.save(registry))
+        loop.run(self.plane.registry.refresh())
 
     @property
     def base_url(self) -> str:
@@ -71,23 +81,34 @@ class Stack:
         return f"{self.url}/v1"
 
 
-async def _start_gateway(settings: Settings, registry: Registry) -> PlaneServer:
-    plane = create_plane(settings, InMemoryStore(registry))
-    server = plane_server(create_app(settings, plane), "127.0.0.1", 0, grace=1)
+ADMIN_TOKEN = "test-admin-token-not-secret"
+
+
+async def _serve(server: PlaneServer) -> PlaneServer:
     task = asyncio.get_running_loop().create_task(server.serve())
     for _ in range(1000):  # bounded: startup takes milliseconds
         if server.started or task.done():
             break
         await asyncio.sleep(0.01)
     if not server.started:
-        raise RuntimeError("the gateway did not start")
+        raise RuntimeError("the server did not start")
     server._lgw_task = task  # type: ignore[attr-defined]
     return server
 
 
-async def _stop_gateway(server: PlaneServer) -> None:
-    server.should_exit = True
-    await server._lgw_task  # type: ignore[attr-defined]
+async def _start_gateway(
+    settings: Settings, store: InMemoryStore
+) -> tuple[list[PlaneServer], DataPlane]:
+    plane = create_plane(settings, store)
+    data = await _serve(plane_server(create_app(settings, plane), "127.0.0.1", 0, grace=1))
+    admin = plane_server(create_admin_app(settings, plane), "127.0.0.1", 0, grace=1)
+    return [data, await _serve(admin)], plane
+
+
+async def _stop_gateway(servers: list[PlaneServer]) -> None:
+    for server in reversed(servers):  # the data plane's lifespan closes the shared plane
+        server.should_exit = True
+        await server._lgw_task  # type: ignore[attr-defined]
 
 
 @contextmanager
@@ -97,7 +118,8 @@ def running_stack(
     endpoints: tuple[str, ...] | None = None,
     **settings_overrides: Any,
 ) -> Iterator[Stack]:
-    """The example deployment on a simulator, served by a gateway on a free port."""
+    """The example deployment on a simulator, served by a gateway on free ports (data and
+    admin planes, in-memory registry)."""
     registry = load_policies(EXAMPLES)
     pool = registry.pools[0]
     config = sim_config or SimConfig()
@@ -109,12 +131,23 @@ def running_stack(
         update={"pools": (pool.model_copy(update={"endpoints": endpoints or (sim_url,)}),)}
     )
     registry, keys = with_keys(registry, PEPPER.encode())
+    settings_overrides.setdefault("admin_token", SecretStr(ADMIN_TOKEN))
+    settings_overrides.setdefault("upstream_allow", "127.0.0.1/32,tgi.internal")
     settings = Settings(key_pepper=SecretStr(PEPPER), **settings_overrides)
-    server = loop.run(_start_gateway(settings, registry))
+    store = InMemoryStore(registry)
+    servers, plane = loop.run(_start_gateway(settings, store))
     try:
-        yield Stack(sim=sim, url=f"http://127.0.0.1:{server.port}", keys=keys, registry=registry)
+        yield Stack(
+            sim=sim,
+            url=f"http://127.0.0.1:{servers[0].port}",
+            keys=keys,
+            registry=registry,
+            admin_url=f"http://127.0.0.1:{servers[1].port}",
+            store=store,
+            plane=plane,
+        )
     finally:
-        loop.run(_stop_gateway(server))
+        loop.run(_stop_gateway(servers))
         loop.run(sim.stop())
 
 
