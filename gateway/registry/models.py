@@ -210,9 +210,11 @@ def reference_problems(registry: Registry) -> list[Problem]:
     teams = {t.name for t in registry.teams}
     owners = {a.id: a for a in registry.adapters}
     for i, adapter in enumerate(registry.adapters):
-        for name in (adapter.owner, *adapter.grants):
-            if name is not None and name not in teams:
-                problems.append((("adapters", i), f"unknown team {name!r}"))
+        if adapter.owner is not None and adapter.owner not in teams:
+            problems.append((("adapters", i, "owner"), f"unknown team {adapter.owner!r}"))
+        for name in adapter.grants:
+            if name not in teams:
+                problems.append((("adapters", i, "grants"), f"unknown team {name!r}"))
     served = {a for p in registry.pools for a in (p.base_model, *p.adapter_ids)}
     pairs: set[tuple[str | None, str]] = set()
     for i, mapping in enumerate(registry.mappings):
