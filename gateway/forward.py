@@ -87,24 +87,29 @@ async def relay(
     first: bytes,
     rewriter: ChunkRewriter,
     dialect: TGIDialect,
-    on_end: Callable[[int], None],
+    on_first: Callable[[], None],
+    on_end: Callable[[int, str], None],
 ) -> AsyncIterator[bytes]:
     """The client's SSE bytes, chunk by chunk as they arrive, ending in ``[DONE]``.
 
     Closing this generator early (the client left) drops the upstream connection.
-    ``on_end(chunks relayed)`` runs on every ending, cancellation included.
+    ``on_first()`` runs as the first chunk leaves; ``on_end(chunks relayed, outcome)``
+    runs on every ending, cancellation included (outcome: ``ok``, an error code, or
+    ``client_disconnect``).
     """
-    finished = False
-    relayed = 0
+    outcome, relayed = "client_disconnect", 0
+    on_first()
     try:
         payload: bytes | None = first
         while payload is not None:
             if payload == b"[DONE]":
-                finished = True
+                outcome = "ok"
                 yield DONE
                 return
             if _is_error(payload):
-                yield error_frames(dialect.event_error(payload))
+                error = dialect.event_error(payload)
+                outcome = error.code
+                yield error_frames(error)
                 return
             out = rewriter.rewrite(payload)
             if out is not None:
@@ -113,12 +118,15 @@ async def relay(
             try:
                 payload = await stream.next()
             except GatewayError as exc:
+                outcome = exc.code
                 yield error_frames(exc)
                 return
             except TRANSPORT_FAILURES:
+                outcome = "upstream_error"
                 yield error_frames(UpstreamError(_FAILED_MID_STREAM))
                 return
+        outcome = "upstream_error"
         yield error_frames(UpstreamError(_ENDED_EARLY))
     finally:
-        stream.close(finished)
-        on_end(relayed)
+        stream.close(outcome == "ok")
+        on_end(relayed, outcome)

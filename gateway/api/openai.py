@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from litestar import Request, Response, get, post
 from litestar.response import Stream
 
+from gateway.accounting import Accounting, outcome_of
 from gateway.auth import Principal, authenticate
 from gateway.backends import Usage
 from gateway.errors import (
@@ -46,6 +47,7 @@ class Call:
     response_id: str
     asked: Asked
     grant: Grant
+    account: Accounting
 
 
 @post("/v1/chat/completions", status_code=200)
@@ -61,16 +63,24 @@ async def completions(request: AnyRequest) -> Response[bytes] | Stream:
 
 
 async def _complete(request: AnyRequest, schema: type[Asked]) -> Response[bytes] | Stream:
-    """The request path of DESIGN.md, one stage per line."""
+    """The request path of DESIGN.md, one stage per line; every ending is accounted."""
     plane, snapshot, request_id = _begin(request)
-    principal = _authenticate(request, plane, snapshot)
-    asked = parse(schema, await request.body())
-    route = resolve(principal, asked.model, snapshot, plane.rng)
-    max_tokens = max_tokens_for(asked.requested_max_tokens, plane.settings)
-    path, body = plane.dialect.translate(asked, route, max_tokens)
-    grant = await plane.limiter.admit(principal, asked.prompt_tokens_estimate + max_tokens)
-    response_id = f"{asked.id_prefix}-{request_id}"
-    return await _forward(request, plane, Call(route, path, body, response_id, asked, grant))
+    account = Accounting(plane.metrics)
+    try:
+        principal = _authenticate(request, plane, snapshot)
+        account.team = principal.team.name
+        asked = parse(schema, await request.body())
+        route = resolve(principal, asked.model, snapshot, plane.rng)
+        account.routed(route, snapshot.price(route.adapter, route.pool))
+        max_tokens = max_tokens_for(asked.requested_max_tokens, plane.settings)
+        path, body = plane.dialect.translate(asked, route, max_tokens)
+        grant = await plane.limiter.admit(principal, asked.prompt_tokens_estimate + max_tokens)
+        response_id = f"{asked.id_prefix}-{request_id}"
+        call = Call(route, path, body, response_id, asked, grant, account)
+        return await _forward(request, plane, call)
+    except BaseException as exc:
+        account.finish(outcome_of(exc))
+        raise
 
 
 @get("/v1/models")
@@ -98,8 +108,8 @@ def _authenticate(request: AnyRequest, plane: DataPlane, snapshot: Snapshot) -> 
 
 
 async def _forward(request: AnyRequest, plane: DataPlane, call: Call) -> Response[bytes] | Stream:
-    """Forward and account: every ending settles the grant exactly once."""
-    route, asked, limiter = call.route, call.asked, plane.limiter
+    """Forward, then settle the grant and account for the request, exactly once each."""
+    route, asked = call.route, call.asked
     headers = {
         **_id_header(request),
         **call.grant.headers,
@@ -121,33 +131,47 @@ async def _forward(request: AnyRequest, plane: DataPlane, call: Call) -> Respons
                     asked.stop_list,
                 ),
             )
-            limiter.settle_soon(call.grant, _used(usage, asked, 0))
+            _end(plane, call, "ok", _used(usage, asked, 0))
             return Response(content, media_type=_JSON, headers=headers)
         events, first = await _unless_disconnected(
             request, open_stream(upstream, dialect, route, call.path, call.body)
         )
     except BaseException as exc:
-        used = 0 if isinstance(exc, _NOTHING_GENERATED) else asked.prompt_tokens_estimate
-        limiter.settle_soon(call.grant, used)
+        generated = not isinstance(exc, _NOTHING_GENERATED)
+        _end(plane, call, outcome_of(exc), (asked.prompt_tokens_estimate if generated else 0, 0))
         raise
     rewriter = dialect.rewriter(call.response_id, route.task, asked.wants_usage, asked.stop_list)
 
-    def settle(relayed: int) -> None:
-        limiter.settle_soon(call.grant, _used(rewriter.usage, asked, relayed))
+    def ended(relayed: int, outcome: str) -> None:
+        _end(plane, call, outcome, _used(rewriter.usage, asked, relayed))
 
+    frames = relay(events, first, rewriter, dialect, call.account.first_token, ended)
+    # Started here, so its cleanup (settle, account, close upstream) is armed even if the
+    # client leaves before the response task takes the first chunk.
+    head = await anext(frames)
     return Stream(
-        relay(events, first, rewriter, dialect, settle),
-        media_type="text/event-stream",
-        headers={**headers, **_SSE_HEADERS},
+        _after(head, frames), media_type="text/event-stream", headers={**headers, **_SSE_HEADERS}
     )
 
 
-def _used(usage: Usage | None, asked: Asked, relayed: int) -> int:
-    """Tokens to debit: the backend's count, else the prompt estimate plus one token per
-    chunk relayed (TGI streams one token per chunk)."""
+async def _after(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield head
+    async for chunk in rest:
+        yield chunk
+
+
+def _end(plane: DataPlane, call: Call, outcome: str, tokens: tuple[int, int]) -> None:
+    """Settle the rate limits with the tokens used and record the request."""
+    plane.limiter.settle_soon(call.grant, sum(tokens))
+    call.account.finish(outcome, *tokens)
+
+
+def _used(usage: Usage | None, asked: Asked, relayed: int) -> tuple[int, int]:
+    """(input, output) tokens: the backend's count, else the prompt estimate and one
+    token per chunk relayed (TGI streams one token per chunk)."""
     if usage is not None:
-        return usage.prompt_tokens + usage.completion_tokens
-    return asked.prompt_tokens_estimate + relayed
+        return usage.prompt_tokens, usage.completion_tokens
+    return asked.prompt_tokens_estimate, relayed
 
 
 async def _unless_disconnected(request: AnyRequest, work: Awaitable[T]) -> T:

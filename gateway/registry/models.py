@@ -104,6 +104,19 @@ class Team(Record):
     keys: tuple[ApiKey, ...] = ()
 
 
+class Price(Record):
+    """What tokens cost, in the organization's currency per million tokens."""
+
+    input_per_million: float = Field(0.0, ge=0)
+    output_per_million: float = Field(0.0, ge=0)
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        """The price of one request's tokens."""
+        return (
+            input_tokens * self.input_per_million + output_tokens * self.output_per_million
+        ) / 1_000_000
+
+
 class Adapter(Record):
     """What the registry knows about an adapter beyond the pools that load it."""
 
@@ -113,6 +126,8 @@ class Adapter(Record):
     grants: tuple[Name, ...] = ()
     """Other teams allowed to use a privately owned adapter."""
     description: str = ""
+    price: Price | None = None
+    """Token prices of this adapter; ``None``: the serving pool's ``price``."""
 
 
 class Pool(Record):
@@ -128,6 +143,11 @@ class Pool(Record):
     """Base URLs of the replicas."""
     labels: dict[str, str] = Field(default_factory=dict)
     """Free-form labels (region, clearance, tenancy) used by policies."""
+    price: Price = Price()
+    """Default token prices of the adapters this pool serves (and of its base model)."""
+    gpu_hour_price: float | None = Field(None, ge=0)
+    """What one replica-hour of this pool costs; apportioned to teams by token share in
+    dashboards (``lgw_pool_gpu_hour_price``)."""
     system_role: Literal["native", "fold"] = "native"
     """``fold``: the chat template refuses ``system`` messages (Gemma 2), so the gateway
     folds them into the first user turn."""

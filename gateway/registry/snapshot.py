@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gateway.registry.models import ApiKey, Mapping, Pool, Registry, Team
+from gateway.registry.models import Adapter, ApiKey, Mapping, Pool, Price, Registry, Team
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +20,7 @@ class Snapshot:
     keys: dict[str, tuple[Team, ApiKey]] = field(init=False)
     mappings: dict[tuple[str | None, str], Mapping] = field(init=False)
     pools_by_adapter: dict[str, tuple[Pool, ...]] = field(init=False)
+    adapters: dict[str, Adapter] = field(init=False)
 
     def __post_init__(self) -> None:
         reg = self.registry
@@ -27,6 +28,7 @@ class Snapshot:
         set_(self, "teams", {t.name: t for t in reg.teams})
         set_(self, "keys", {k.id: (t, k) for t in reg.teams for k in t.keys})
         set_(self, "mappings", {(m.team, m.task): m for m in reg.mappings})
+        set_(self, "adapters", {a.id: a for a in reg.adapters})
         by_adapter: dict[str, list[Pool]] = {}
         for pool in reg.pools:
             for adapter in (pool.base_model, *sorted(pool.adapter_ids)):
@@ -41,6 +43,11 @@ class Snapshot:
     def mapping(self, team: str, task: str) -> Mapping | None:
         """The team's own mapping of ``task``, else the org default, else ``None``."""
         return self.mappings.get((team, task)) or self.mappings.get((None, task))
+
+    def price(self, adapter: str, pool: Pool) -> Price:
+        """The adapter's own prices, else its pool's."""
+        record = self.adapters.get(adapter)
+        return record.price if record is not None and record.price is not None else pool.price
 
     def tasks(self, team: str) -> list[str]:
         """Every task ``team`` can name in ``model``, sorted."""

@@ -1,0 +1,98 @@
+"""Stage 6, account: one record per request, on every ending, exactly once.
+
+A request is counted when it ends however it ends (answered, refused, failed upstream,
+cut mid-stream, abandoned by its client), with the labels it had earned by then: the
+team after authentication, task, adapter and pool after routing (``other``/``none``
+before). Tokens and cost come from the backend's usage when it reported one, else
+from the same estimate that settles the rate limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from gateway.errors import ClientDisconnected, GatewayError
+from gateway.metrics import NONE, OTHER, Metrics
+from gateway.registry import Price
+from gateway.routing import Route
+
+
+def outcome_of(exc: BaseException) -> str:
+    """The ``code`` label of a request that ended with ``exc``."""
+    if isinstance(exc, ClientDisconnected | asyncio.CancelledError):
+        return "client_disconnect"
+    if isinstance(exc, GatewayError):
+        return exc.code
+    return "internal_error"
+
+
+class Accounting:
+    """What one request did, recorded into the metrics when it ends."""
+
+    __slots__ = (
+        "_done",
+        "_first_token",
+        "_metrics",
+        "_price",
+        "_started",
+        "adapter",
+        "pool",
+        "task",
+        "team",
+    )
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._started = time.perf_counter()
+        self._first_token: float | None = None
+        self._done = False
+        self._price = Price()
+        self.team, self.task, self.adapter, self.pool = OTHER, OTHER, NONE, NONE
+
+    def routed(self, route: Route, price: Price) -> None:
+        """The request has a task, an adapter and a pool: it is now in flight there."""
+        self.task, self.adapter, self.pool, self._price = (
+            route.task,
+            route.adapter,
+            route.pool.name,
+            price,
+        )
+        self._metrics.inflight.labels(self.pool).inc()
+
+    def first_token(self) -> None:
+        """The first streamed token reaches the client now."""
+        if self._first_token is None:
+            self._first_token = time.perf_counter()
+
+    def finish(self, code: str, input_tokens: int = 0, output_tokens: int = 0) -> None:
+        """Record the request (later calls do nothing)."""
+        if self._done:
+            return
+        self._done = True
+        now, m = time.perf_counter(), self._metrics
+        m.requests.labels(self.team, self.task, self.adapter, self.pool, code).inc()
+        if self.pool == NONE:
+            return
+        m.inflight.labels(self.pool).dec()
+        m.duration.labels(self.adapter).observe(now - self._started)
+        if code.startswith("upstream_"):
+            m.upstream_errors.labels(self.pool, code).inc()
+        self._tokens(input_tokens, output_tokens)
+        if self._first_token is not None:
+            m.ttft.labels(self.adapter).observe(self._first_token - self._started)
+            if output_tokens > 1:
+                per_token = (now - self._first_token) / (output_tokens - 1)
+                m.tpot.labels(self.adapter).observe(per_token)
+
+    def _tokens(self, input_tokens: int, output_tokens: int) -> None:
+        m = self._metrics
+        if input_tokens:
+            m.tokens.labels(self.team, self.adapter, "input").inc(input_tokens)
+        if output_tokens:
+            m.tokens.labels(self.team, self.adapter, "output").inc(output_tokens)
+        if input_tokens or output_tokens:
+            m.pool_tokens.labels(self.pool).inc(input_tokens + output_tokens)
+            m.cost.labels(self.team, self.adapter).inc(
+                self._price.cost(input_tokens, output_tokens)
+            )
