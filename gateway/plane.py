@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass, field
 
 from gateway.admin.audit import AuditLog, MemoryAudit, RedisAudit
 from gateway.backends import TGIDialect
 from gateway.metrics import Metrics
 from gateway.ratelimit import Limiter, MemoryLimiter
+from gateway.registry import Snapshot
 from gateway.registry.cache import RegistryCache
 from gateway.registry.redis_store import RedisStore as RedisStoreType
 from gateway.registry.store import InMemoryStore, RegistryStore
@@ -36,11 +38,26 @@ class DataPlane:
 
     def __post_init__(self) -> None:
         self.limiter = MemoryLimiter(self.metrics)
+        self._export_registry_state()
         secret = self.settings.key_pepper
         self.pepper = secret.get_secret_value().encode() if secret else b""
 
+    def _export_registry_state(self) -> None:
+        """Registry version, its age, and pool GPU prices, read when ``/metrics`` is scraped."""
+        cache, m = self.registry, self.metrics
+        m.registry_version.set_function(
+            lambda: float(cache.snapshot.version) if cache.snapshot else -1.0)
+        m.registry_age.set_function(lambda: time.monotonic() - cache.checked_at)
+
+    def export_pool_prices(self, snapshot: Snapshot) -> None:
+        """Publish each pool's GPU-hour price (for the dashboards' cost apportioning)."""
+        for pool in snapshot.registry.pools:
+            if pool.gpu_hour_price is not None:
+                self.metrics.gpu_hour_price.labels(pool.name).set(pool.gpu_hour_price)
+
     async def start(self) -> None:
         """Load the registry, open the upstream pool, connect the shared limiter."""
+        self.registry.on_load.append(self.export_pool_prices)
         await self.registry.refresh()
         await self.upstream.start()
         if self.settings.redis_url:

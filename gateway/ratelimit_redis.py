@@ -136,7 +136,9 @@ class RedisLimiter:
         for bucket, cost in zip(plan.buckets, costs(plan, tokens), strict=True):
             args += [bucket.capacity, cost]
         args += [limit for _, limit in plan.lease_sets]
+        started = time.perf_counter()
         reply = await self._admit(keys=keys, args=args)
+        self.metrics.admission.observe(time.perf_counter() - started)
         pairs = tuple((int(reply[i]), int(reply[i + 1])) for i in range(3, len(reply), 2))
         return Decision(bool(reply[0]), int(reply[1]) - 1, int(reply[2]), pairs)
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol, runtime_checkable
 
 from gateway.registry.snapshot import Snapshot
@@ -32,6 +33,10 @@ class RegistryCache:
     def __init__(self, store: RegistryStore) -> None:
         self.store = store
         self.snapshot: Snapshot | None = None
+        self.on_load: list[Callable[[Snapshot], None]] = []
+        """Called with every newly loaded snapshot."""
+        self.checked_at = 0.0
+        """``time.monotonic()`` of the last load or successful version check."""
         self._tasks: list[asyncio.Task[None]] = []
         self.listening = asyncio.Event()
         """Set while the change feed is subscribed."""
@@ -43,7 +48,9 @@ class RegistryCache:
         restarted without persistence, a flush): the held snapshot stays, loudly, rather
         than every key in the organization becoming invalid at once.
         """
-        if self.snapshot is None or await self.store.version() != self.snapshot.version:
+        version = await self.store.version()
+        self.checked_at = time.monotonic()
+        if self.snapshot is None or version != self.snapshot.version:
             loaded = await self.store.load()
             if self.snapshot is not None and loaded.version < self.snapshot.version:
                 log.error(
@@ -55,6 +62,8 @@ class RegistryCache:
                 return self.snapshot
             self.snapshot = Snapshot(loaded)
             log.info("registry version %d loaded", self.snapshot.version)
+            for listener in self.on_load:
+                listener(self.snapshot)
         return self.snapshot
 
     def current(self) -> Snapshot:
