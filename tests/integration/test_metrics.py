@@ -89,16 +89,9 @@ def test_a_scripted_mix_is_counted_exactly(priced: Stack) -> None:
         ("devtools", "chat", BASE, False),
     ]
     for team, task, adapter, stream in plan:
-        body = (
-            {
-                "model": task,
-                "messages": hello,
-                "stream": stream,
-                "stream_options": {"include_usage": True},
-            }
-            if stream
-            else {"model": task, "messages": hello}
-        )
+        body: dict[str, object] = {"model": task, "messages": hello}
+        if stream:
+            body |= {"stream": True, "stream_options": {"include_usage": True}}
         add(team, adapter, _usage(_chat(stack, team, body)))
     broken = {
         "model": "sql",
