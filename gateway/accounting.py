@@ -16,6 +16,7 @@ from gateway.errors import ClientDisconnected, GatewayError
 from gateway.metrics import NONE, OTHER, Metrics
 from gateway.registry import Price
 from gateway.routing import Route
+from gateway.usage import Usage
 
 
 def outcome_of(exc: BaseException) -> str:
@@ -36,14 +37,16 @@ class Accounting:
         "_metrics",
         "_price",
         "_started",
+        "_usage",
         "adapter",
         "pool",
         "task",
         "team",
     )
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, usage: Usage) -> None:
         self._metrics = metrics
+        self._usage = usage
         self._started = time.perf_counter()
         self._first_token: float | None = None
         self._done = False
@@ -92,7 +95,7 @@ class Accounting:
         if output_tokens:
             m.tokens.labels(self.team, self.adapter, "output").inc(output_tokens)
         if input_tokens or output_tokens:
+            cost = self._price.cost(input_tokens, output_tokens)
             m.pool_tokens.labels(self.pool).inc(input_tokens + output_tokens)
-            m.cost.labels(self.team, self.adapter).inc(
-                self._price.cost(input_tokens, output_tokens)
-            )
+            m.cost.labels(self.team, self.adapter).inc(cost)
+            self._usage.add(self.team, self.adapter, input_tokens, output_tokens, cost)

@@ -16,6 +16,7 @@ from gateway.registry.redis_store import RedisStore as RedisStoreType
 from gateway.registry.store import InMemoryStore, RegistryStore
 from gateway.settings import Settings
 from gateway.upstream import Upstream
+from gateway.usage import Usage
 
 
 @dataclass
@@ -30,6 +31,7 @@ class DataPlane:
     dialect: TGIDialect = field(default_factory=TGIDialect)
     rng: random.Random = field(default_factory=random.Random)
     audit: AuditLog = field(default_factory=MemoryAudit)
+    usage: Usage = field(default_factory=Usage)
     """Where admin changes are recorded."""
     ready: bool = False
     """True once the registry is loaded and the upstream pool is open."""
@@ -46,7 +48,8 @@ class DataPlane:
         """Registry version, its age, and pool GPU prices, read when ``/metrics`` is scraped."""
         cache, m = self.registry, self.metrics
         m.registry_version.set_function(
-            lambda: float(cache.snapshot.version) if cache.snapshot else -1.0)
+            lambda: float(cache.snapshot.version) if cache.snapshot else -1.0
+        )
         m.registry_age.set_function(lambda: time.monotonic() - cache.checked_at)
 
     def export_pool_prices(self, snapshot: Snapshot) -> None:
@@ -60,6 +63,7 @@ class DataPlane:
         self.registry.on_load.append(self.export_pool_prices)
         await self.registry.refresh()
         await self.upstream.start()
+        self.usage.start()
         if self.settings.redis_url:
             from gateway.ratelimit_redis import Breaker, RedisLimiter
             from gateway.redis_client import connect
@@ -78,6 +82,7 @@ class DataPlane:
     async def stop(self) -> None:
         """Stop background work and close connections."""
         self.ready = False
+        await self.usage.close()  # before the store's client closes: it flushes there
         await self.registry.stop()
         await self.limiter.close()
         await self.upstream.close()
@@ -91,7 +96,10 @@ def create_plane(settings: Settings, store: RegistryStore | None = None) -> Data
 
         store = RedisStore(connect(settings, None))
     audit: AuditLog = MemoryAudit()
+    usage = Usage()
     if isinstance(store, RedisStoreType):
-        audit = RedisAudit(store.redis)
+        audit, usage = RedisAudit(store.redis), Usage(store.redis)
     cache = RegistryCache(store or InMemoryStore())
-    return DataPlane(settings=settings, registry=cache, upstream=Upstream(settings), audit=audit)
+    return DataPlane(
+        settings=settings, registry=cache, upstream=Upstream(settings), audit=audit, usage=usage
+    )

@@ -30,13 +30,18 @@ LIMITER_VERSION = 1
 Kind = Literal["requests", "tokens"]
 
 
-def limiter_key(team: str, *parts: str) -> str:
-    """``lgw:{<team>}:rl1:<parts>``: the hash tag keeps one team's keys in one cluster slot.
+def team_key(team: str, *parts: str) -> str:
+    """``lgw:{<team>}:<parts>``: the hash tag keeps one team's keys in one cluster slot.
 
     Every part is escaped, so two different (team, parts) can never share a key.
     """
     escaped = ":".join(_escape(p) for p in parts)
-    return f"lgw:{{{_escape(team)}}}:rl{LIMITER_VERSION}:{escaped}"
+    return f"lgw:{{{_escape(team)}}}:{escaped}"
+
+
+def limiter_key(team: str, *parts: str) -> str:
+    """A rate-limit key: ``lgw:{<team>}:rl1:<parts>`` (the version of the scripts)."""
+    return team_key(team, f"rl{LIMITER_VERSION}", *parts)
 
 
 def _escape(part: str) -> str:

@@ -3,7 +3,8 @@ the caller may touch the object, then reads the cached registry or edits the sto
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, patch, post, put
@@ -25,6 +26,7 @@ from gateway.admin.schemas import (
     TeamIn,
     TeamOut,
     TeamPatch,
+    UsageOut,
 )
 from gateway.admin.upstreams import check_endpoints
 from gateway.errors import NotFound
@@ -378,4 +380,30 @@ class AuditRoutes(Controller):
         return await editor.audit.query(query)
 
 
-ROUTES = [TeamRoutes, KeyRoutes, MappingRoutes, PoolRoutes, AdapterRoutes, AuditRoutes]
+class UsageRoutes(Controller):
+    """Token and cost totals per team and adapter; a team admin sees its own team only."""
+
+    path = "/admin/v1/usage"
+    tags = ["usage"]
+
+    @get("/")
+    async def usage(
+        self,
+        request: AnyRequest,
+        team: FromQuery[str | None] = None,
+        adapter: FromQuery[str | None] = None,
+        since: FromQuery[datetime | None] = None,
+    ) -> list[UsageOut]:
+        caller, plane, snapshot, _ = _context(request)
+        teams = sorted(snapshot.teams) if caller.is_org else [str(caller.team)]
+        if team is not None:
+            teams = [t for t in teams if t == team]
+        start = datetime.now(UTC) - DAY if since is None else since
+        start = start if start.tzinfo else start.replace(tzinfo=UTC)
+        await plane.usage.flush()  # include this replica's last second
+        rows = await plane.usage.totals(teams, adapter, start)
+        return [UsageOut(**asdict(row)) for row in rows]
+
+
+ROUTES = [TeamRoutes, KeyRoutes, MappingRoutes, PoolRoutes, AdapterRoutes, AuditRoutes, UsageRoutes]
+DAY = timedelta(days=1)

@@ -128,3 +128,13 @@ class AuditEntry(Body):
     target: str
     before: Any
     after: Any
+
+
+class UsageOut(Body):
+    """Totals of one (team, adapter) since the requested time (default: the last day)."""
+
+    team: str
+    adapter: str
+    input_tokens: int
+    output_tokens: int
+    cost: float

@@ -65,7 +65,7 @@ async def completions(request: AnyRequest) -> Response[bytes] | Stream:
 async def _complete(request: AnyRequest, schema: type[Asked]) -> Response[bytes] | Stream:
     """The request path of DESIGN.md, one stage per line; every ending is accounted."""
     plane, snapshot, request_id = _begin(request)
-    account = Accounting(plane.metrics)
+    account = Accounting(plane.metrics, plane.usage)
     try:
         principal = _authenticate(request, plane, snapshot)
         account.team = principal.team.name

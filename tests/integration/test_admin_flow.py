@@ -95,6 +95,13 @@ def test_a_team_key_and_mapping_created_by_api_serve_on_both_replicas(
     assert _admin(one, "PUT", "/teams/growth/mappings/sql", {"adapter": CODE}).status_code == 200
     assert _answer(one, key).headers["x-lgw-adapter"] == CODE  # the very next request
     _within_a_second(lambda: _answer(two, key).headers.get("x-lgw-adapter") == CODE)
+    team_admin = _admin(one, "POST", "/teams/growth/keys", {"name": "lead", "role": "admin"})
+    spend = _admin(two, "GET", "/usage", token=team_admin.json()["key"]).json()
+    assert {row["team"] for row in spend} == {"growth"}  # its own team only, any replica
+    assert {row["adapter"] for row in spend} == {SQL, CODE}
+    assert all(row["input_tokens"] > 0 for row in spend)
+    everyone = _admin(two, "GET", "/usage").json()
+    assert {row["team"] for row in everyone} == {"growth"}  # the only team with traffic
     key_id = created.json()["id"]
     assert _admin(two, "DELETE", f"/teams/growth/keys/{key_id}").status_code == 204
     for replica in (one, two):

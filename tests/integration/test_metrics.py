@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.registry import Price
 from gateway.schemas import ChatRequest
-from tests.integration.harness import LoopThread, Stack, running_stack
+from tests.integration.harness import ADMIN_TOKEN, LoopThread, Stack, running_stack
 from tests.integration.sse import open_raw_request
 
 SQL = "google-cloud-partnership/gemma-2-2b-it-lora-sql"
@@ -181,6 +181,15 @@ def test_a_scripted_mix_is_counted_exactly(priced: Stack) -> None:
     }
     assert ttft == {SQL: 2.0, CODE: 1.0, BASE: 1.0}
     assert value(found, "lgw_inflight_requests", pool="gemma-2-2b-it") == 0
+    usage = httpx.get(
+        f"{stack.admin_url}/admin/v1/usage", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    ).json()
+    assert {
+        (row["team"], row["adapter"]): [row["input_tokens"], row["output_tokens"]] for row in usage
+    } == expected
+    for row in usage:
+        price = PRICES.get(row["adapter"], Price())
+        assert row["cost"] == pytest.approx(price.cost(row["input_tokens"], row["output_tokens"]))
     assert (
         value(found, "lgw_upstream_errors_total", pool="gemma-2-2b-it", reason="upstream_error")
         == 1
