@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import AbstractContextManager, nullcontext
 
 from gateway.errors import ClientDisconnected, GatewayError
 from gateway.metrics import NONE, OTHER, Metrics
 from gateway.registry import Price
 from gateway.routing import Route
+from gateway.telemetry import RequestTrace
 from gateway.usage import Usage
 
 
@@ -37,6 +39,7 @@ class Accounting:
         "_metrics",
         "_price",
         "_started",
+        "_trace",
         "_usage",
         "adapter",
         "pool",
@@ -44,9 +47,10 @@ class Accounting:
         "team",
     )
 
-    def __init__(self, metrics: Metrics, usage: Usage) -> None:
+    def __init__(self, metrics: Metrics, usage: Usage, trace: RequestTrace | None = None) -> None:
         self._metrics = metrics
         self._usage = usage
+        self._trace = trace
         self._started = time.perf_counter()
         self._first_token: float | None = None
         self._done = False
@@ -63,6 +67,16 @@ class Accounting:
         )
         self._metrics.inflight.labels(self.pool).inc()
 
+    def stage(self, name: str) -> AbstractContextManager[object]:
+        """A child span around one stage (nothing when tracing is off)."""
+        return self._trace.stage(name) if self._trace is not None else nullcontext()
+
+    def upstream_headers(self, path: str) -> dict[str, str] | None:
+        """Start the backend call's span; the headers that carry its context upstream."""
+        if self._trace is None:
+            return None
+        return self._trace.start_upstream(self.task, self.pool, path)
+
     def first_token(self) -> None:
         """The first streamed token reaches the client now."""
         if self._first_token is None:
@@ -75,6 +89,19 @@ class Accounting:
         self._done = True
         now, m = time.perf_counter(), self._metrics
         m.requests.labels(self.team, self.task, self.adapter, self.pool, code).inc()
+        if self._trace is not None:
+            self._trace.end(
+                code,
+                {
+                    "gen_ai.request.model": self.task,
+                    "gen_ai.response.model": self.adapter,
+                    "gen_ai.usage.input_tokens": input_tokens,
+                    "gen_ai.usage.output_tokens": output_tokens,
+                    "lgw.team": self.team,
+                    "lgw.adapter": self.adapter,
+                    "lgw.pool": self.pool,
+                },
+            )
         if self.pool == NONE:
             return
         m.inflight.labels(self.pool).dec()

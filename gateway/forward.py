@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import aiohttp
 
 from gateway.backends import ChunkRewriter, TGIDialect, Usage
 from gateway.errors import GatewayError, UpstreamError
@@ -24,17 +27,26 @@ def _is_error(payload: bytes) -> bool:
     return payload.startswith(b'{"error"')
 
 
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """One translated request on its way to a replica."""
+
+    route: Route
+    path: str
+    body: bytes
+    trace_headers: dict[str, str] | None = None
+    """``traceparent`` (and ``tracestate``) when tracing is on."""
+
+    async def send(self, upstream: Upstream) -> aiohttp.ClientResponse:
+        """POST it to the route's replica."""
+        return await upstream.post(self.route.endpoint + self.path, self.body, self.trace_headers)
+
+
 async def exchange(
-    upstream: Upstream,
-    dialect: TGIDialect,
-    route: Route,
-    path: str,
-    body: bytes,
-    response_id: str,
-    stop: list[str] | None,
+    upstream: Upstream, dialect: TGIDialect, out: Outbound, response_id: str, stop: list[str] | None
 ) -> tuple[bytes, Usage | None]:
     """A non-streamed request: the clean OpenAI body and its usage."""
-    response = await upstream.post(route.endpoint + path, body)
+    response = await out.send(upstream)
     try:
         raw = await read_body(response)
     except TRANSPORT_FAILURES as exc:
@@ -43,11 +55,11 @@ async def exchange(
     response.release()
     if response.status != 200:
         raise dialect.http_error(response.status, raw)
-    return dialect.response(raw, response_id, route.task, stop)
+    return dialect.response(raw, response_id, out.route.task, stop)
 
 
 async def open_stream(
-    upstream: Upstream, dialect: TGIDialect, route: Route, path: str, body: bytes
+    upstream: Upstream, dialect: TGIDialect, out: Outbound
 ) -> tuple[EventStream, bytes]:
     """Send a streamed request and read up to its first data event.
 
@@ -57,7 +69,7 @@ async def open_stream(
     stream: EventStream | None = None
     try:
         async with asyncio.timeout(upstream.first_event_timeout):
-            response = await upstream.post(route.endpoint + path, body)
+            response = await out.send(upstream)
             if response.status != 200:
                 raw = await read_body(response)
                 response.release()

@@ -15,6 +15,7 @@ from gateway.registry.cache import RegistryCache
 from gateway.registry.redis_store import RedisStore as RedisStoreType
 from gateway.registry.store import InMemoryStore, RegistryStore
 from gateway.settings import Settings
+from gateway.telemetry import Telemetry, otlp_provider
 from gateway.upstream import Upstream
 from gateway.usage import Usage
 
@@ -32,6 +33,7 @@ class DataPlane:
     rng: random.Random = field(default_factory=random.Random)
     audit: AuditLog = field(default_factory=MemoryAudit)
     usage: Usage = field(default_factory=Usage)
+    telemetry: Telemetry = field(default_factory=Telemetry)
     """Where admin changes are recorded."""
     ready: bool = False
     """True once the registry is loaded and the upstream pool is open."""
@@ -83,6 +85,7 @@ class DataPlane:
         """Stop background work and close connections."""
         self.ready = False
         await self.usage.close()  # before the store's client closes: it flushes there
+        self.telemetry.shutdown()
         await self.registry.stop()
         await self.limiter.close()
         await self.upstream.close()
@@ -100,6 +103,12 @@ def create_plane(settings: Settings, store: RegistryStore | None = None) -> Data
     if isinstance(store, RedisStoreType):
         audit, usage = RedisAudit(store.redis), Usage(store.redis)
     cache = RegistryCache(store or InMemoryStore())
+    telemetry = Telemetry(otlp_provider()) if settings.otlp_endpoint else Telemetry()
     return DataPlane(
-        settings=settings, registry=cache, upstream=Upstream(settings), audit=audit, usage=usage
+        settings=settings,
+        registry=cache,
+        upstream=Upstream(settings),
+        audit=audit,
+        usage=usage,
+        telemetry=telemetry,
     )

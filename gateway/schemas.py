@@ -63,6 +63,7 @@ class ChatRequest(_Sampling):
     """``POST /v1/chat/completions``."""
 
     id_prefix: ClassVar[str] = "chatcmpl"
+    operation: ClassVar[str] = "chat"
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = None
@@ -87,6 +88,7 @@ class CompletionRequest(_Sampling):
     """``POST /v1/completions`` (legacy)."""
 
     id_prefix: ClassVar[str] = "cmpl"
+    operation: ClassVar[str] = "text_completion"
     prompt: str | list[str] = Field(min_length=1)
     echo: bool | None = None
     suffix: str | None = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     """Safety-net interval of the registry version check (changes also arrive by pub/sub)."""
     admin_token: SecretStr | None = None
     """The org admin token; without it the admin plane refuses every call."""
+    otlp_endpoint: str | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"
+        ),
+    )
+    """Where to send traces (the standard OTEL variables); unset: tracing off."""
     upstream_allow: str = ""
     """Hosts and CIDRs (comma-separated) that pool endpoints created through the admin API
     may point to; empty allows none. Policy files are trusted deploy-time config."""

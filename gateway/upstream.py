@@ -55,11 +55,14 @@ class Upstream:
         if self._session is not None:
             await self._session.close()
 
-    async def post(self, url: str, body: bytes) -> aiohttp.ClientResponse:
+    async def post(
+        self, url: str, body: bytes, trace_headers: dict[str, str] | None = None
+    ) -> aiohttp.ClientResponse:
         """POST ``body`` as JSON; the caller must release or close the response."""
         assert self._session is not None, "Upstream.start() was not awaited"
+        headers = {**_JSON, **trace_headers} if trace_headers else _JSON
         try:
-            return await self._session.post(url, data=body, headers=_JSON)
+            return await self._session.post(url, data=body, headers=headers)
         except TRANSPORT_FAILURES as exc:
             raise transport_error(exc) from None
 

@@ -20,12 +20,12 @@ from gateway.errors import (
     UpstreamOverloaded,
     UpstreamUnavailable,
 )
-from gateway.forward import exchange, open_stream, relay
+from gateway.forward import Outbound, exchange, open_stream, relay
 from gateway.plane import DataPlane
 from gateway.policy import max_tokens_for
 from gateway.ratelimit import Grant
 from gateway.registry import Snapshot
-from gateway.routing import Route, resolve
+from gateway.routing import resolve
 from gateway.schemas import ChatRequest, CompletionRequest, parse
 
 T = TypeVar("T")
@@ -41,9 +41,7 @@ _NOTHING_GENERATED = (InvalidRequest, UpstreamUnavailable, UpstreamOverloaded)
 class Call:
     """One translated request: where it goes, what is sent, and what the client asked."""
 
-    route: Route
-    path: str
-    body: bytes
+    out: Outbound
     response_id: str
     asked: Asked
     grant: Grant
@@ -65,18 +63,22 @@ async def completions(request: AnyRequest) -> Response[bytes] | Stream:
 async def _complete(request: AnyRequest, schema: type[Asked]) -> Response[bytes] | Stream:
     """The request path of DESIGN.md, one stage per line; every ending is accounted."""
     plane, snapshot, request_id = _begin(request)
-    account = Accounting(plane.metrics, plane.usage)
+    trace = plane.telemetry.start(schema.operation, request.headers)
+    account = Accounting(plane.metrics, plane.usage, trace)
     try:
-        principal = _authenticate(request, plane, snapshot)
+        with account.stage("authenticate"):
+            principal = _authenticate(request, plane, snapshot)
         account.team = principal.team.name
         asked = parse(schema, await request.body())
-        route = resolve(principal, asked.model, snapshot, plane.rng)
+        with account.stage("resolve"):
+            route = resolve(principal, asked.model, snapshot, plane.rng)
         account.routed(route, snapshot.price(route.adapter, route.pool))
         max_tokens = max_tokens_for(asked.requested_max_tokens, plane.settings)
         path, body = plane.dialect.translate(asked, route, max_tokens)
-        grant = await plane.limiter.admit(principal, asked.prompt_tokens_estimate + max_tokens)
-        response_id = f"{asked.id_prefix}-{request_id}"
-        call = Call(route, path, body, response_id, asked, grant, account)
+        with account.stage("admit"):
+            grant = await plane.limiter.admit(principal, asked.prompt_tokens_estimate + max_tokens)
+        out = Outbound(route, path, body, account.upstream_headers(path))
+        call = Call(out, f"{asked.id_prefix}-{request_id}", asked, grant, account)
         return await _forward(request, plane, call)
     except BaseException as exc:
         account.finish(outcome_of(exc))
@@ -109,7 +111,7 @@ def _authenticate(request: AnyRequest, plane: DataPlane, snapshot: Snapshot) -> 
 
 async def _forward(request: AnyRequest, plane: DataPlane, call: Call) -> Response[bytes] | Stream:
     """Forward, then settle the grant and account for the request, exactly once each."""
-    route, asked = call.route, call.asked
+    route, asked = call.out.route, call.asked
     headers = {
         **_id_header(request),
         **call.grant.headers,
@@ -120,21 +122,12 @@ async def _forward(request: AnyRequest, plane: DataPlane, call: Call) -> Respons
     try:
         if not asked.stream:
             content, usage = await _unless_disconnected(
-                request,
-                exchange(
-                    upstream,
-                    dialect,
-                    route,
-                    call.path,
-                    call.body,
-                    call.response_id,
-                    asked.stop_list,
-                ),
+                request, exchange(upstream, dialect, call.out, call.response_id, asked.stop_list)
             )
             _end(plane, call, "ok", _used(usage, asked, 0))
             return Response(content, media_type=_JSON, headers=headers)
         events, first = await _unless_disconnected(
-            request, open_stream(upstream, dialect, route, call.path, call.body)
+            request, open_stream(upstream, dialect, call.out)
         )
     except BaseException as exc:
         generated = not isinstance(exc, _NOTHING_GENERATED)

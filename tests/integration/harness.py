@@ -33,6 +33,7 @@ from gateway.registry.store import InMemoryStore
 from gateway.server import PlaneServer, plane_server
 from gateway.settings import Settings
 from gateway.sim import SimConfig, Simulator
+from gateway.telemetry import Telemetry
 
 T = TypeVar("T")
 EXAMPLES = Path(__file__).resolve().parents[2] / "policies" / "examples"
@@ -97,9 +98,11 @@ async def _serve(server: PlaneServer) -> PlaneServer:
 
 
 async def _start_gateway(
-    settings: Settings, store: InMemoryStore
+    settings: Settings, store: InMemoryStore, telemetry: Telemetry | None
 ) -> tuple[list[PlaneServer], DataPlane]:
     plane = create_plane(settings, store)
+    if telemetry is not None:
+        plane.telemetry = telemetry
     data = await _serve(plane_server(create_app(settings, plane), "127.0.0.1", 0, grace=1))
     admin = plane_server(create_admin_app(settings, plane), "127.0.0.1", 0, grace=1)
     return [data, await _serve(admin)], plane
@@ -116,6 +119,7 @@ def running_stack(
     loop: LoopThread,
     sim_config: SimConfig | None = None,
     endpoints: tuple[str, ...] | None = None,
+    telemetry: Telemetry | None = None,
     **settings_overrides: Any,
 ) -> Iterator[Stack]:
     """The example deployment on a simulator, served by a gateway on free ports (data and
@@ -135,7 +139,7 @@ def running_stack(
     settings_overrides.setdefault("upstream_allow", "127.0.0.1/32,tgi.internal")
     settings = Settings(key_pepper=SecretStr(PEPPER), **settings_overrides)
     store = InMemoryStore(registry)
-    servers, plane = loop.run(_start_gateway(settings, store))
+    servers, plane = loop.run(_start_gateway(settings, store, telemetry))
     try:
         yield Stack(
             sim=sim,
