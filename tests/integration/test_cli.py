@@ -8,7 +8,9 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -142,3 +144,73 @@ def test_serve_refuses_policies_with_keys_but_no_pepper(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "LGW_KEY_PEPPER" in result.stderr
+
+
+def still_streaming(sim: Any) -> bool:
+    """The simulator is still generating the stream (the test really is mid-stream)."""
+    return bool(sim.seen) and sim.seen[-1].outcome == "open"
+
+
+def test_sigterm_lets_a_running_stream_finish(tmp_path: Path, loop: LoopThread) -> None:
+    from gateway.sim import SimConfig, Simulator
+
+    sim = Simulator(
+        SimConfig(itl=0.2, lora_adapters="google-cloud-partnership/gemma-2-2b-it-lora-sql")
+    )
+    sim_url = loop.run(sim.start())
+    key = keys.mint(PEPPER.encode())
+    (tmp_path / "p.yaml").write_text(f"""
+pools:
+  - {{name: gemma, base_model: google/gemma-2-2b-it, endpoints: ["{sim_url}"],
+      adapters: [google-cloud-partnership/gemma-2-2b-it-lora-sql]}}
+teams:
+  - {{name: analytics, keys: [{{id: {key.id}, name: app, hash: {key.hash}}}]}}
+mappings:
+  - {{team: analytics, task: sql, adapter: google-cloud-partnership/gemma-2-2b-it-lora-sql}}
+""")
+    port = free_port()
+    env = {
+        **os.environ,
+        "LGW_POLICIES": str(tmp_path),
+        "LGW_KEY_PEPPER": PEPPER,
+        "LGW_PORT": str(port),
+        "LGW_ADMIN_PORT": str(free_port()),
+        "LGW_HOST": "127.0.0.1",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/readyz", process)
+        body = {
+            "model": "sql",
+            "stream": True,
+            "messages": [{"role": "user", "content": "one two three four five"}],
+        }
+        with (
+            httpx.Client(timeout=30) as client,
+            client.stream(
+                "POST",
+                f"http://127.0.0.1:{port}/v1/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {key.plaintext}"},
+            ) as stream,
+        ):
+            events = (line for line in stream.iter_lines() if line)
+            first = next(events)
+            process.send_signal(signal.SIGTERM)  # mid-stream: about 1 s of tokens to go
+            assert still_streaming(sim)
+            rest = list(events)
+        assert first.startswith("data: {")
+        assert rest[-1] == "data: [DONE]"  # the stream ran to its end
+        output, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        loop.run(sim.stop())
