@@ -89,6 +89,12 @@ class Metrics:
         self.policy_denials = Counter(
             "lgw_policy_denials_total", "Requests refused by policy.", TEAM_REASON, registry=r
         )
+        self.policy_would_deny = Counter(
+            "lgw_policy_would_deny_total",
+            "Requests a policy in shadow mode would have refused (served).",
+            TEAM_REASON,
+            registry=r,
+        )
         self.upstream_errors = Counter(
             "lgw_upstream_errors_total", "Backend failures.", POOL_REASON, registry=r
         )

@@ -1,18 +1,142 @@
-"""Stage 3, authorize: what a team may ask of a route (pure; no I/O)."""
+"""Stage 3, authorize: what a team may ask of a route. Pure (no I/O), and the only
+place these rules live: the data plane, ``GET /v1/models`` and the admin API's mapping
+validation all call ``check_access``, so the three can never disagree.
+
+Refusal reasons are stable codes (counted in ``lgw_policy_denials_total``) and the 403
+names no other team, adapter or pool.
+"""
 
 from __future__ import annotations
 
-from gateway.errors import InvalidRequest
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from gateway.errors import InvalidRequest, PermissionDenied
+from gateway.registry.models import DATA_CLASSES, Adapter, Caps, Pool, Team, may_use
 from gateway.settings import Settings
 
+if TYPE_CHECKING:
+    from gateway.routing import Candidate
+    from gateway.schemas import ChatRequest, CompletionRequest
 
-def max_tokens_for(requested: int | None, settings: Settings) -> int:
-    """The ``max_tokens`` to send upstream: always explicit, never above the cap.
+REASONS = (
+    "adapter_not_granted",
+    "no_eligible_pool",
+    "max_tokens_cap",
+    "prompt_too_large",
+    "too_many_messages",
+    "tools_not_allowed",
+    "response_format_not_allowed",
+    "logprobs_not_allowed",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """What one request asks for, as policy sees it (sizes and switches, no content)."""
+
+    max_tokens: int | None = None
+    prompt_chars: int = 0
+    messages: int = 1
+    tools: bool = False
+    response_format: bool = False
+    logprobs: bool = False
+
+    @classmethod
+    def of(cls, asked: ChatRequest | CompletionRequest) -> Ask:
+        """The policy view of an OpenAI request."""
+        from gateway.schemas import ChatRequest
+
+        if isinstance(asked, ChatRequest):
+            return cls(
+                asked.requested_max_tokens,
+                asked.prompt_chars,
+                len(asked.messages),
+                bool(asked.tools),
+                asked.response_format is not None,
+                bool(asked.logprobs) or asked.top_logprobs is not None,
+            )
+        prompts = [asked.prompt] if isinstance(asked.prompt, str) else asked.prompt
+        return cls(asked.max_tokens, sum(len(p) for p in prompts), len(prompts))
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Allowed or not, why, and which pools may receive the request."""
+
+    allowed: bool
+    reason: str
+    """``ok`` or a refusal code from ``REASONS``."""
+    pools: tuple[Pool, ...]
+    shadowed: bool = False
+    """Would have been refused, but the team's policy is in shadow mode."""
+
+
+def eligible(team: Team, pool: Pool) -> bool:
+    """Whether ``pool`` may receive the team's data: clearance and required labels."""
+    policy = team.policy
+    cleared = DATA_CLASSES.index(pool.clearance) >= DATA_CLASSES.index(policy.data_class)
+    return cleared and all(pool.labels.get(k) == v for k, v in policy.pool_labels.items())
+
+
+def check_access(team: Team, found: Candidate, ask: Ask | None) -> Decision:
+    """The decision for one team, one resolved adapter and (when given) one request."""
+    pools = tuple(p for p in found.pools if eligible(team, p))
+    reason = _refusal(team, found.record, found.adapter, pools, found.pools, ask)
+    if reason is None:
+        return Decision(True, "ok", pools)
+    if team.policy.shadow:
+        return Decision(True, reason, pools or found.pools, shadowed=True)
+    return Decision(False, reason, pools)
+
+
+def _refusal(
+    team: Team,
+    record: Adapter | None,
+    adapter: str,
+    pools: tuple[Pool, ...],
+    candidates: tuple[Pool, ...],
+    ask: Ask | None,
+) -> str | None:
+    if not may_use(record, team.name):
+        return "adapter_not_granted"
+    if candidates and not pools:
+        return "no_eligible_pool"
+    return None if ask is None else _cap_refusal(team.policy.caps, ask)
+
+
+def _cap_refusal(caps: Caps, ask: Ask) -> str | None:
+    checks = (
+        (caps.max_tokens is not None and (ask.max_tokens or 0) > caps.max_tokens, "max_tokens_cap"),
+        (
+            caps.max_prompt_chars is not None and ask.prompt_chars > caps.max_prompt_chars,
+            "prompt_too_large",
+        ),
+        (caps.max_messages is not None and ask.messages > caps.max_messages, "too_many_messages"),
+        (ask.tools and not caps.allow_tools, "tools_not_allowed"),
+        (ask.response_format and not caps.allow_response_format, "response_format_not_allowed"),
+        (ask.logprobs and not caps.allow_logprobs, "logprobs_not_allowed"),
+    )
+    return next((reason for refused, reason in checks if refused), None)
+
+
+def refusal(decision: Decision) -> PermissionDenied:
+    """The 403 for a refusal: the reason code, and nothing about anyone else."""
+    error = PermissionDenied(
+        f"This request is not allowed by your team's policy ({decision.reason})."
+    )
+    error.param = decision.reason
+    return error
+
+
+def max_tokens_for(requested: int | None, settings: Settings, caps: Caps | None = None) -> int:
+    """The ``max_tokens`` to send upstream: always explicit, never above a cap.
 
     Without it TGI generates up to the whole context window (reference §7).
     """
+    team_cap = caps.max_tokens if caps is not None and caps.max_tokens else None
     if requested is None:
-        return min(settings.default_max_tokens, settings.max_tokens_cap)
+        return min(settings.default_max_tokens, settings.max_tokens_cap, team_cap or 10**9)
     if requested > settings.max_tokens_cap:
         raise InvalidRequest(
             f"max_tokens is too large: {requested}. This model supports at most "

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from gateway.auth import Principal
 from gateway.errors import ModelNotFound, UpstreamUnavailable
-from gateway.registry import Pool, Snapshot, Target
+from gateway.registry import Adapter, Pool, Snapshot, Target
 
 # TGI's OpenAI routes treat `model` as the adapter id, and "tgi" as the base model
 # (router/src/lib.rs: `model.filter(|m| *m != "tgi")`; reference/tgi-protocol.md §1).
@@ -29,11 +29,23 @@ class Route:
         return TGI_BASE_MODEL if self.adapter == self.pool.base_model else self.adapter
 
 
-def resolve(principal: Principal, task: str, snapshot: Snapshot, rng: random.Random) -> Route:
-    """The route for ``task``; ``ModelNotFound`` when the team has no such task.
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """What a task resolves to before policy: the adapter and every pool that loaded it."""
 
-    The adapter always comes from the registry, never from the client, and only a pool
-    that loaded it is chosen: TGI would answer an unknown id with the base model.
+    task: str
+    adapter: str
+    record: Adapter | None
+    """The adapter's registry record (ownership, grants, prices), if it has one."""
+    pools: tuple[Pool, ...]
+
+
+def resolve(principal: Principal, task: str, snapshot: Snapshot, rng: random.Random) -> Candidate:
+    """The adapter for ``task`` and the pools serving it; ``ModelNotFound`` when the team
+    has no such task.
+
+    The adapter always comes from the registry, never from the client, and only pools
+    that loaded it are candidates: TGI would answer an unknown id with the base model.
     """
     mapping = snapshot.mapping(principal.team.name, task)
     if mapping is None:
@@ -42,12 +54,23 @@ def resolve(principal: Principal, task: str, snapshot: Snapshot, rng: random.Ran
             param="model",
         )
     adapter = pick_target(mapping.choices, rng).adapter
-    pools = snapshot.pools_by_adapter.get(adapter, ())
+    return candidate(snapshot, task, adapter)
+
+
+def candidate(snapshot: Snapshot, task: str, adapter: str) -> Candidate:
+    """The candidate pools of ``adapter`` for ``task``."""
+    return Candidate(
+        task, adapter, snapshot.adapters.get(adapter), snapshot.pools_by_adapter.get(adapter, ())
+    )
+
+
+def choose(found: Candidate, pools: tuple[Pool, ...], rng: random.Random) -> Route:
+    """A replica of one of ``pools`` (those policy allows) for the candidate."""
     if not pools:
         raise UpstreamUnavailable("No backend currently serves this model.")
     pool = pools[0] if len(pools) == 1 else rng.choice(pools)
     endpoint = pool.endpoints[0] if len(pool.endpoints) == 1 else rng.choice(pool.endpoints)
-    return Route(task=task, adapter=adapter, pool=pool, endpoint=endpoint)
+    return Route(task=found.task, adapter=found.adapter, pool=pool, endpoint=endpoint)
 
 
 def pick_target(targets: tuple[Target, ...], rng: random.Random) -> Target:

@@ -78,10 +78,14 @@ class ChatRequest(_Sampling):
         return self.max_completion_tokens or self.max_tokens
 
     @property
+    def prompt_chars(self) -> int:
+        """Characters of text in the conversation."""
+        return sum(_chars(m.content) for m in self.messages)
+
+    @property
     def prompt_tokens_estimate(self) -> int:
         """Prompt tokens, estimated before tokenizing (settlement corrects it)."""
-        chars = sum(_chars(m.content) for m in self.messages)
-        return estimate_tokens(chars) + 4 * len(self.messages)
+        return estimate_tokens(self.prompt_chars) + 4 * len(self.messages)
 
 
 class CompletionRequest(_Sampling):

@@ -22,10 +22,10 @@ from gateway.errors import (
 )
 from gateway.forward import Outbound, exchange, open_stream, relay
 from gateway.plane import DataPlane
-from gateway.policy import max_tokens_for
+from gateway.policy import Ask, Decision, check_access, max_tokens_for, refusal
 from gateway.ratelimit import Grant
 from gateway.registry import Snapshot
-from gateway.routing import resolve
+from gateway.routing import Candidate, candidate, choose, resolve
 from gateway.schemas import ChatRequest, CompletionRequest, parse
 
 T = TypeVar("T")
@@ -71,9 +71,13 @@ async def _complete(request: AnyRequest, schema: type[Asked]) -> Response[bytes]
         account.team = principal.team.name
         asked = parse(schema, await request.body())
         with account.stage("resolve"):
-            route = resolve(principal, asked.model, snapshot, plane.rng)
+            found = resolve(principal, asked.model, snapshot, plane.rng)
+        with account.stage("authorize"):
+            decision = _authorize(plane, principal, found, asked)
+        route = choose(found, decision.pools, plane.rng)
         account.routed(route, snapshot.price(route.adapter, route.pool))
-        max_tokens = max_tokens_for(asked.requested_max_tokens, plane.settings)
+        caps = principal.team.policy.caps
+        max_tokens = max_tokens_for(asked.requested_max_tokens, plane.settings, caps)
         path, body = plane.dialect.translate(asked, route, max_tokens)
         with account.stage("admit"):
             grant = await plane.limiter.admit(principal, asked.prompt_tokens_estimate + max_tokens)
@@ -85,6 +89,19 @@ async def _complete(request: AnyRequest, schema: type[Asked]) -> Response[bytes]
         raise
 
 
+def _authorize(plane: DataPlane, principal: Principal, found: Candidate, asked: Asked) -> Decision:
+    """The policy decision, enforced (403) unless the team's policy is in shadow mode."""
+    decision = check_access(principal.team, found, Ask.of(asked))
+    if decision.reason != "ok":
+        counter = (
+            plane.metrics.policy_would_deny if decision.shadowed else plane.metrics.policy_denials
+        )
+        counter.labels(principal.team.name, decision.reason).inc()
+    if not decision.allowed:
+        raise refusal(decision)
+    return decision
+
+
 @get("/v1/models")
 async def list_models(request: AnyRequest) -> Response[dict[str, Any]]:
     """The tasks the caller's team can name in ``model`` (nothing about other teams)."""
@@ -93,8 +110,18 @@ async def list_models(request: AnyRequest) -> Response[dict[str, Any]]:
     data = [
         {"id": task, "object": "model", "created": 0, "owned_by": "lora-gateway"}
         for task in snapshot.tasks(principal.team.name)
+        if _servable(principal, snapshot, task)
     ]
     return Response({"object": "list", "data": data}, headers=_id_header(request))
+
+
+def _servable(principal: Principal, snapshot: Snapshot, task: str) -> bool:
+    """Whether the data plane would serve ``task`` to the team (every mapped adapter)."""
+    mapping = snapshot.mapping(principal.team.name, task)
+    return mapping is not None and all(
+        check_access(principal.team, candidate(snapshot, task, t.adapter), None).allowed
+        for t in mapping.choices
+    )
 
 
 def _begin(request: AnyRequest) -> tuple[DataPlane, Snapshot, str]:

@@ -93,8 +93,39 @@ class ApiKey(Record):
     """``admin``: may also manage its own team's keys and mappings on the admin plane."""
 
 
+DataClass = Literal["public", "internal", "confidential", "restricted"]
+DATA_CLASSES: tuple[str, ...] = ("public", "internal", "confidential", "restricted")
+"""From least to most sensitive; a pool cleared for a class may receive every lower one."""
+
+
+class Caps(Record):
+    """What one request of the team may ask; ``None`` means no cap beyond the gateway's."""
+
+    max_tokens: int | None = Field(None, gt=0)
+    max_prompt_chars: int | None = Field(None, gt=0)
+    max_messages: int | None = Field(None, gt=0)
+    allow_tools: bool = True
+    allow_response_format: bool = True
+    allow_logprobs: bool = True
+
+
+class Policy(Record):
+    """A team's access and data-segregation rules."""
+
+    data_class: DataClass = "internal"
+    """The most sensitive data the team sends; only pools cleared for it may receive it."""
+    pool_labels: dict[str, str] = Field(default_factory=dict)
+    """Labels a pool must carry to receive the team's requests (e.g. ``region: eu``)."""
+    logging: Literal["none", "metadata", "redacted", "full"] = "metadata"
+    """What request logs may hold: nothing, metadata, content with secrets and PII
+    masked, or full content."""
+    caps: Caps = Caps()
+    shadow: bool = False
+    """Evaluate and count would-deny decisions without enforcing them (to roll out)."""
+
+
 class Team(Record):
-    """A tenant: keys, limits and (later) policies."""
+    """A tenant: keys, limits and policies."""
 
     name: Name
     limits: Limits = Limits()
@@ -102,6 +133,7 @@ class Team(Record):
     """When Redis cannot be reached: admit through the replica's own limiter (``fail_open``,
     so each replica may admit up to the full limits) or refuse with 503 (``fail_closed``)."""
     keys: tuple[ApiKey, ...] = ()
+    policy: Policy = Policy()
 
 
 class Price(Record):
@@ -142,7 +174,9 @@ class Pool(Record):
     endpoints: tuple[Endpoint, ...] = Field(min_length=1)
     """Base URLs of the replicas."""
     labels: dict[str, str] = Field(default_factory=dict)
-    """Free-form labels (region, clearance, tenancy) used by policies."""
+    """Free-form labels (region, tenancy) that team policies may require."""
+    clearance: DataClass = "internal"
+    """The most sensitive data class this pool may receive."""
     price: Price = Price()
     """Default token prices of the adapters this pool serves (and of its base model)."""
     gpu_hour_price: float | None = Field(None, ge=0)
@@ -245,13 +279,40 @@ def reference_problems(registry: Registry) -> list[Problem]:
         pairs.add((mapping.team, mapping.task))
         if mapping.team is not None and mapping.team not in teams:
             problems.append((("mappings", i, "team"), f"unknown team {mapping.team!r}"))
+        field = "adapter" if mapping.adapter is not None else "targets"
         for target in mapping.choices:
-            field = "adapter" if mapping.adapter is not None else "targets"
-            if target.adapter not in served:
-                problems.append(((("mappings", i, field)), f"no pool serves {target.adapter!r}"))
-            elif not may_use(owners.get(target.adapter), mapping.team):
-                problems.append((("mappings", i, field), f"{target.adapter!r} is private"))
+            problem = _target_problem(
+                registry, mapping.team, mapping.task, target.adapter, served, owners
+            )
+            if problem:
+                problems.append((("mappings", i, field), problem))
     return problems
+
+
+def _target_problem(
+    registry: Registry,
+    team_name: str | None,
+    task: str,
+    adapter: str,
+    served: set[str],
+    owners: dict[str, Adapter],
+) -> str | None:
+    """Why a mapping may not send ``task`` to ``adapter``: the data plane's own decision."""
+    from gateway.policy import check_access  # policy builds on these models
+    from gateway.routing import Candidate
+
+    if adapter not in served:
+        return f"no pool serves {adapter!r}"
+    team = next((t for t in registry.teams if t.name == team_name), None)
+    if team is None:
+        return None if may_use(owners.get(adapter), None) else f"{adapter!r} is private"
+    pools = tuple(p for p in registry.pools if p.serves(adapter))
+    decision = check_access(team, Candidate(task, adapter, owners.get(adapter), pools), None)
+    if decision.allowed:
+        return None
+    if decision.reason == "adapter_not_granted":
+        return f"{adapter!r} is private"
+    return f"no pool the team's policy allows serves {adapter!r}"
 
 
 def may_use(adapter: Adapter | None, team: str | None) -> bool:
