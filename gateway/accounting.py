@@ -4,7 +4,8 @@ A request is counted when it ends however it ends (answered, refused, failed ups
 cut mid-stream, abandoned by its client), with the labels it had earned by then: the
 team after authentication, task, adapter and pool after routing (``other``/``none``
 before). Tokens and cost come from the backend's usage when it reported one, else
-from the same estimate that settles the rate limits.
+from the same estimate that settles the rate limits. The same ending closes the trace
+and writes the request log line the team's logging policy allows.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import time
 from contextlib import AbstractContextManager, nullcontext
 
+from gateway import requestlog
 from gateway.errors import ClientDisconnected, GatewayError
 from gateway.metrics import NONE, OTHER, Metrics
 from gateway.registry import Price
@@ -31,7 +33,7 @@ def outcome_of(exc: BaseException) -> str:
 
 
 class Accounting:
-    """What one request did, recorded into the metrics when it ends."""
+    """What one request did, recorded into metrics, trace and log when it ends."""
 
     __slots__ = (
         "_done",
@@ -42,20 +44,42 @@ class Accounting:
         "_trace",
         "_usage",
         "adapter",
+        "completion",
+        "key_id",
+        "log_policy",
         "pool",
+        "prompt",
+        "request_id",
+        "stream",
         "task",
         "team",
     )
 
-    def __init__(self, metrics: Metrics, usage: Usage, trace: RequestTrace | None = None) -> None:
-        self._metrics = metrics
-        self._usage = usage
-        self._trace = trace
+    def __init__(
+        self,
+        metrics: Metrics,
+        usage: Usage,
+        trace: RequestTrace | None = None,
+        request_id: str = "",
+    ) -> None:
+        self._metrics, self._usage, self._trace = metrics, usage, trace
         self._started = time.perf_counter()
         self._first_token: float | None = None
         self._done = False
         self._price = Price()
         self.team, self.task, self.adapter, self.pool = OTHER, OTHER, NONE, NONE
+        self.request_id, self.key_id, self.stream = request_id, "", False
+        self.log_policy = "metadata"
+        self.prompt: str | None = None
+        """Set only when the logging policy keeps content."""
+        self.completion: list[str] | None = None
+        """Collected only when the logging policy keeps content."""
+
+    def authenticated(self, team: str, key_id: str, log_policy: str) -> None:
+        """The caller is known: its team's labels and logging policy apply from now on."""
+        self.team, self.key_id, self.log_policy = team, key_id, log_policy
+        if requestlog.wants_content(log_policy):
+            self.completion = []
 
     def routed(self, route: Route, price: Price) -> None:
         """The request has a task, an adapter and a pool: it is now in flight there."""
@@ -87,23 +111,27 @@ class Accounting:
         if self._done:
             return
         self._done = True
-        now, m = time.perf_counter(), self._metrics
-        m.requests.labels(self.team, self.task, self.adapter, self.pool, code).inc()
+        now = time.perf_counter()
+        self._metrics.requests.labels(self.team, self.task, self.adapter, self.pool, code).inc()
         if self._trace is not None:
-            self._trace.end(
-                code,
-                {
-                    "gen_ai.request.model": self.task,
-                    "gen_ai.response.model": self.adapter,
-                    "gen_ai.usage.input_tokens": input_tokens,
-                    "gen_ai.usage.output_tokens": output_tokens,
-                    "lgw.team": self.team,
-                    "lgw.adapter": self.adapter,
-                    "lgw.pool": self.pool,
-                },
-            )
-        if self.pool == NONE:
-            return
+            self._trace.end(code, self._attributes(input_tokens, output_tokens))
+        if self.pool != NONE:
+            self._observe(now, code, input_tokens, output_tokens)
+        self._log(now, code, input_tokens, output_tokens)
+
+    def _attributes(self, input_tokens: int, output_tokens: int) -> dict[str, str | int]:
+        return {
+            "gen_ai.request.model": self.task,
+            "gen_ai.response.model": self.adapter,
+            "gen_ai.usage.input_tokens": input_tokens,
+            "gen_ai.usage.output_tokens": output_tokens,
+            "lgw.team": self.team,
+            "lgw.adapter": self.adapter,
+            "lgw.pool": self.pool,
+        }
+
+    def _observe(self, now: float, code: str, input_tokens: int, output_tokens: int) -> None:
+        m = self._metrics
         m.inflight.labels(self.pool).dec()
         m.duration.labels(self.adapter).observe(now - self._started)
         if code.startswith("upstream_"):
@@ -112,8 +140,7 @@ class Accounting:
         if self._first_token is not None:
             m.ttft.labels(self.adapter).observe(self._first_token - self._started)
             if output_tokens > 1:
-                per_token = (now - self._first_token) / (output_tokens - 1)
-                m.tpot.labels(self.adapter).observe(per_token)
+                m.tpot.labels(self.adapter).observe((now - self._first_token) / (output_tokens - 1))
 
     def _tokens(self, input_tokens: int, output_tokens: int) -> None:
         m = self._metrics
@@ -126,3 +153,22 @@ class Accounting:
             m.pool_tokens.labels(self.pool).inc(input_tokens + output_tokens)
             m.cost.labels(self.team, self.adapter).inc(cost)
             self._usage.add(self.team, self.adapter, input_tokens, output_tokens, cost)
+
+    def _log(self, now: float, code: str, input_tokens: int, output_tokens: int) -> None:
+        record = {
+            "request_id": self.request_id,
+            "team": self.team,
+            "key_id": self.key_id,
+            "task": self.task,
+            "adapter": self.adapter,
+            "pool": self.pool,
+            "outcome": code,
+            "stream": self.stream,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "duration_ms": round((now - self._started) * 1000, 2),
+        }
+        if self._first_token is not None:
+            record["ttft_ms"] = round((self._first_token - self._started) * 1000, 2)
+        completion = "".join(self.completion) if self.completion is not None else None
+        requestlog.emit(self.log_policy, record, self.prompt, completion)

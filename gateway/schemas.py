@@ -78,6 +78,11 @@ class ChatRequest(_Sampling):
         return self.max_completion_tokens or self.max_tokens
 
     @property
+    def prompt_text(self) -> str:
+        """The conversation's text, one turn per line (for content logging only)."""
+        return "\n".join(f"{m.role}: {_text(m.content)}" for m in self.messages)
+
+    @property
     def prompt_chars(self) -> int:
         """Characters of text in the conversation."""
         return sum(_chars(m.content) for m in self.messages)
@@ -103,6 +108,11 @@ class CompletionRequest(_Sampling):
         return self.max_tokens
 
     @property
+    def prompt_text(self) -> str:
+        """The prompts' text (for content logging only)."""
+        return self.prompt if isinstance(self.prompt, str) else "\n".join(self.prompt)
+
+    @property
     def prompt_tokens_estimate(self) -> int:
         """Prompt tokens, estimated before tokenizing (settlement corrects it)."""
         prompts = [self.prompt] if isinstance(self.prompt, str) else self.prompt
@@ -112,6 +122,12 @@ class CompletionRequest(_Sampling):
 def estimate_tokens(chars: int) -> int:
     """About four characters a token for English with Gemma's tokenizer, rounded up."""
     return (chars + 3) // 4 + 1
+
+
+def _text(content: str | list[dict[str, Any]] | None) -> str:
+    if isinstance(content, str) or content is None:
+        return content or ""
+    return "".join(str(part.get("text", "")) for part in content)
 
 
 def _chars(content: str | list[dict[str, Any]] | None) -> int:

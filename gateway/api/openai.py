@@ -14,6 +14,7 @@ from litestar.response import Stream
 from gateway.accounting import Accounting, outcome_of
 from gateway.auth import Principal, authenticate
 from gateway.backends import Usage
+from gateway.backends.tgi import text_of
 from gateway.errors import (
     ClientDisconnected,
     InvalidRequest,
@@ -64,12 +65,15 @@ async def _complete(request: AnyRequest, schema: type[Asked]) -> Response[bytes]
     """The request path of DESIGN.md, one stage per line; every ending is accounted."""
     plane, snapshot, request_id = _begin(request)
     trace = plane.telemetry.start(schema.operation, request.headers)
-    account = Accounting(plane.metrics, plane.usage, trace)
+    account = Accounting(plane.metrics, plane.usage, trace, request_id)
     try:
         with account.stage("authenticate"):
             principal = _authenticate(request, plane, snapshot)
-        account.team = principal.team.name
+        account.authenticated(principal.team.name, principal.key_id, principal.team.policy.logging)
         asked = parse(schema, await request.body())
+        account.stream = asked.stream
+        if account.completion is not None:  # the team's logs keep content
+            account.prompt = asked.prompt_text
         with account.stage("resolve"):
             found = resolve(principal, asked.model, snapshot, plane.rng)
         with account.stage("authorize"):
@@ -151,6 +155,8 @@ async def _forward(request: AnyRequest, plane: DataPlane, call: Call) -> Respons
             content, usage = await _unless_disconnected(
                 request, exchange(upstream, dialect, call.out, call.response_id, asked.stop_list)
             )
+            if call.account.completion is not None:  # the team's logs keep content
+                call.account.completion.append(text_of(content))
             _end(plane, call, "ok", _used(usage, asked, 0))
             return Response(content, media_type=_JSON, headers=headers)
         events, first = await _unless_disconnected(
@@ -160,7 +166,9 @@ async def _forward(request: AnyRequest, plane: DataPlane, call: Call) -> Respons
         generated = not isinstance(exc, _NOTHING_GENERATED)
         _end(plane, call, outcome_of(exc), (asked.prompt_tokens_estimate if generated else 0, 0))
         raise
-    rewriter = dialect.rewriter(call.response_id, route.task, asked.wants_usage, asked.stop_list)
+    rewriter = dialect.rewriter(
+        call.response_id, route.task, asked.wants_usage, asked.stop_list, call.account.completion
+    )
 
     def ended(relayed: int, outcome: str) -> None:
         _end(plane, call, outcome, _used(rewriter.usage, asked, relayed))

@@ -142,10 +142,16 @@ class TGIDialect:
         return _dumps(body), Usage.from_json(body.get("usage"))
 
     def rewriter(
-        self, response_id: str, task: str, wants_usage: bool, stop: list[str] | None
+        self,
+        response_id: str,
+        task: str,
+        wants_usage: bool,
+        stop: list[str] | None,
+        collect: list[str] | None = None,
     ) -> ChunkRewriter:
-        """A per-stream rewriter of TGI chunks into OpenAI chunks."""
-        return ChunkRewriter(response_id, task, wants_usage, stop)
+        """A per-stream rewriter of TGI chunks into OpenAI chunks; with ``collect``, the
+        streamed text is also appended there (for content logging)."""
+        return ChunkRewriter(response_id, task, wants_usage, stop, collect)
 
     # -- errors ------------------------------------------------------------------------
     def http_error(self, status: int, raw: bytes) -> GatewayError:
@@ -193,9 +199,15 @@ class ChunkRewriter:
     """
 
     def __init__(
-        self, response_id: str, task: str, wants_usage: bool, stop: list[str] | None
+        self,
+        response_id: str,
+        task: str,
+        wants_usage: bool,
+        stop: list[str] | None,
+        collect: list[str] | None = None,
     ) -> None:
         self._stop = stop
+        self._collect = collect
         self._id = b'"id":' + _dumps(response_id)
         self._model = b'"model":' + _dumps(task)
         self._wants_usage = wants_usage
@@ -209,6 +221,8 @@ class ChunkRewriter:
         out = _MODEL_FIELD.sub(self._model, out, count=1)
         if b'"tool_calls"' in out:
             self._tool_calls = True
+        if self._collect is not None:
+            self._collect.append(text_of(out))
         if b'"finish_reason":"' in out or b'"usage":{' in out:
             return self._rewrite_final(out)
         return out
@@ -225,6 +239,20 @@ class ChunkRewriter:
                     return None
                 chunk.pop("usage")
         return _dumps(chunk)
+
+
+def text_of(body: bytes) -> str:
+    """The generated text in an OpenAI response or chunk (chat or legacy completion)."""
+    try:
+        choices = json.loads(body).get("choices") or []
+    except (ValueError, AttributeError):
+        return ""
+    parts = []
+    for choice in choices:
+        holder = choice.get("message") or choice.get("delta") or choice
+        text = holder.get("content") if "content" in holder else holder.get("text")
+        parts.append(text if isinstance(text, str) else "")
+    return "".join(parts)
 
 
 def _clean_choice(

@@ -58,7 +58,7 @@ def test_one_request_one_span_tree_and_tgi_continues_it(
     root = spans["chat sql"]
     assert root.context is not None and root.parent is not None
     assert format(root.context.trace_id, "032x") == caller_trace  # the caller's trace goes on
-    for name in ("authenticate", "resolve", "admit", "POST /v1/chat/completions"):
+    for name in ("authenticate", "resolve", "authorize", "admit", "POST /v1/chat/completions"):
         parent = spans[name].parent
         assert parent is not None
         assert parent.span_id == root.context.span_id
