@@ -52,6 +52,7 @@ def test_one_request_one_span_tree_and_tgi_continues_it(
         "chat sql",
         "authenticate",
         "resolve",
+        "authorize",
         "admit",
         "POST /v1/chat/completions",
     }
