@@ -49,7 +49,12 @@ def _replace_team(registry: Registry, name: str, new: Team | None) -> Registry:
 def add_team(registry: Registry, body: TeamIn) -> Edit:
     if any(t.name == body.name for t in registry.teams):
         raise Conflict("A team with this name exists.")
-    new = Team(name=body.name, limits=body.limits, on_limiter_failure=body.on_limiter_failure)
+    new = Team(
+        name=body.name,
+        limits=body.limits,
+        on_limiter_failure=body.on_limiter_failure,
+        policy=body.policy,
+    )
     return registry.model_copy(update={"teams": (*registry.teams, new)}), None, public(new)
 
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from gateway.registry import ApiKey, Limits, Mapping, Target, Team
-from gateway.registry.models import Name
+from gateway.registry.models import Name, Policy
 
 
 class Body(BaseModel):
@@ -24,6 +24,7 @@ class TeamIn(Body):
     name: Name
     limits: Limits = Limits()
     on_limiter_failure: Literal["fail_open", "fail_closed"] = "fail_open"
+    policy: Policy = Policy()
 
 
 class TeamPatch(Body):
@@ -31,6 +32,7 @@ class TeamPatch(Body):
 
     limits: Limits | None = None
     on_limiter_failure: Literal["fail_open", "fail_closed"] | None = None
+    policy: Policy | None = None
 
 
 class TeamOut(Body):
@@ -39,6 +41,7 @@ class TeamOut(Body):
     name: str
     limits: Limits
     on_limiter_failure: str
+    policy: Policy
     keys: int = Field(description="How many keys the team has.")
 
     @classmethod
@@ -47,6 +50,7 @@ class TeamOut(Body):
             name=team.name,
             limits=team.limits,
             on_limiter_failure=team.on_limiter_failure,
+            policy=team.policy,
             keys=len(team.keys),
         )
 
