@@ -208,11 +208,13 @@ def _redis_dump(url: str) -> str:
         parts = []
         for key in client.scan_iter("*"):
             kind = str(client.type(key))
-            value: Any = {
-                "hash": client.hgetall,
-                "zset": lambda k: client.zrange(k, 0, -1),
-                "string": client.get,
-            }.get(kind, lambda k: "")(key)
+            value: Any = ""
+            if kind == "hash":
+                value = client.hgetall(key)
+            elif kind == "zset":
+                value = client.zrange(key, 0, -1)
+            elif kind == "string":
+                value = client.get(key)
             parts.append(f"{key} {value}")
         return "\n".join(parts)
     finally:
