@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from gateway.admin.audit import AuditLog, MemoryAudit, RedisAudit
 from gateway.backends import TGIDialect
+from gateway.balancer import Balancer, RetryBudget
 from gateway.metrics import Metrics
 from gateway.ratelimit import Limiter, MemoryLimiter
 from gateway.registry import Snapshot
@@ -34,6 +35,8 @@ class DataPlane:
     audit: AuditLog = field(default_factory=MemoryAudit)
     usage: Usage = field(default_factory=Usage)
     telemetry: Telemetry = field(default_factory=Telemetry)
+    balancer: Balancer = field(init=False)
+    retry_budget: RetryBudget = field(default_factory=RetryBudget)
     """Where admin changes are recorded."""
     ready: bool = False
     """True once the registry is loaded and the upstream pool is open."""
@@ -42,6 +45,11 @@ class DataPlane:
 
     def __post_init__(self) -> None:
         self.limiter = MemoryLimiter(self.metrics)
+        self.balancer = Balancer(
+            eject_after=self.settings.eject_after_failures,
+            base_ejection=self.settings.ejection_seconds,
+            rng=self.rng,
+        )
         self._export_registry_state()
         secret = self.settings.key_pepper
         self.pepper = secret.get_secret_value().encode() if secret else b""

@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     """Seconds to wait for the response head and the first streamed event."""
     upstream_idle_timeout: float = Field(30.0, gt=0)
     """Seconds without any byte from upstream before a response is cut."""
+    upstream_deadline: float = Field(120.0, gt=0)
+    """Seconds for all tries of one request together, until the answer (or a stream's first
+    event); past it the client gets 504."""
+    eject_after_failures: int = Field(5, gt=0)
+    """Consecutive failures after which a replica is taken out of its pool for a while."""
+    ejection_seconds: float = Field(30.0, gt=0)
+    """How long a first ejection lasts; each further one lasts that much longer."""
     upstream_total_timeout: float = Field(600.0, gt=0)
     """Overall deadline of one upstream exchange, stream included."""
     upstream_max_connections: int = Field(512, gt=0)

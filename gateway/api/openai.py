@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -15,6 +15,7 @@ from gateway.accounting import Accounting, outcome_of
 from gateway.auth import Principal, authenticate
 from gateway.backends import Usage
 from gateway.backends.tgi import text_of
+from gateway.balancer import Replica
 from gateway.errors import (
     ClientDisconnected,
     InvalidRequest,
@@ -26,6 +27,7 @@ from gateway.plane import DataPlane
 from gateway.policy import Ask, Decision, check_access, max_tokens_for, refusal
 from gateway.ratelimit import Grant
 from gateway.registry import Snapshot
+from gateway.retries import with_retries
 from gateway.routing import Candidate, candidate, choose, resolve
 from gateway.schemas import ChatRequest, CompletionRequest, parse
 
@@ -149,18 +151,24 @@ async def _forward(request: AnyRequest, plane: DataPlane, call: Call) -> Respons
         "x-lgw-adapter": route.adapter,
         "x-lgw-pool": route.pool.name,
     }
-    upstream, dialect = plane.upstream, plane.dialect
+    upstream, dialect, pool = plane.upstream, plane.dialect, route.pool
     try:
         if not asked.stream:
-            content, usage = await _unless_disconnected(
-                request, exchange(upstream, dialect, call.out, call.response_id, asked.stop_list)
+            (content, usage), replica = await _unless_disconnected(
+                request,
+                _tries(
+                    plane,
+                    call,
+                    lambda out: exchange(upstream, dialect, out, call.response_id, asked.stop_list),
+                ),
             )
+            plane.balancer.finished(pool, replica, True)
             if call.account.completion is not None:  # the team's logs keep content
                 call.account.completion.append(text_of(content))
             _end(plane, call, "ok", _used(usage, asked, 0))
             return Response(content, media_type=_JSON, headers=headers)
-        events, first = await _unless_disconnected(
-            request, open_stream(upstream, dialect, call.out)
+        (events, first), replica = await _unless_disconnected(
+            request, _tries(plane, call, lambda out: open_stream(upstream, dialect, out))
         )
     except BaseException as exc:
         generated = not isinstance(exc, _NOTHING_GENERATED)
@@ -171,6 +179,8 @@ async def _forward(request: AnyRequest, plane: DataPlane, call: Call) -> Respons
     )
 
     def ended(relayed: int, outcome: str) -> None:
+        healthy = True if outcome == "ok" else None if outcome == "client_disconnect" else False
+        plane.balancer.finished(pool, replica, healthy)
         _end(plane, call, outcome, _used(rewriter.usage, asked, relayed))
 
     frames = relay(events, first, rewriter, dialect, call.account.first_token, ended)
@@ -179,6 +189,20 @@ async def _forward(request: AnyRequest, plane: DataPlane, call: Call) -> Respons
     head = await anext(frames)
     return Stream(
         _after(head, frames), media_type="text/event-stream", headers={**headers, **_SSE_HEADERS}
+    )
+
+
+def _tries(
+    plane: DataPlane, call: Call, attempt: Callable[[Outbound], Awaitable[T]]
+) -> Awaitable[tuple[T, Replica]]:
+    """``attempt`` on the pool's replicas, retried while nothing reached the client."""
+    return with_retries(
+        plane.balancer,
+        plane.retry_budget,
+        call.out,
+        call.asked.stream,
+        plane.settings.upstream_deadline,
+        attempt,
     )
 
 

@@ -1,0 +1,125 @@
+"""Which replica of a pool gets the next request, and which replicas are out.
+
+Picking: power of two choices on load (the gateway's own in-flight count per replica):
+two available replicas at random, the less loaded wins. It needs no global view and
+avoids the herd that "always the least loaded" causes across many gateway replicas.
+
+Passive outlier ejection (as Envoy's): after ``eject_after`` consecutive failures a
+replica is out for ``base_ejection x n`` seconds (n = its ejections so far), but never
+more than ``max_ejected_share`` of a pool at once. When the time is up it is on
+probation: one more failure ejects it again at once; a success clears its record.
+Overload answers (TGI 429) are load, not failure: they do not eject.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.errors import UpstreamOverloaded
+from gateway.registry import Pool
+
+
+@dataclass(eq=False)
+class Replica:
+    """One endpoint of a pool and what this process knows about it."""
+
+    url: str
+    inflight: int = 0
+    failures: int = 0
+    ejections: int = 0
+    ejected_until: float = 0.0
+    probation: bool = False
+
+    def available(self, now: float) -> bool:
+        """Not ejected (any more)."""
+        return now >= self.ejected_until
+
+
+class Balancer:
+    """Replica state of every pool, shared by all requests of this process."""
+
+    def __init__(
+        self,
+        *,
+        eject_after: int = 5,
+        base_ejection: float = 30.0,
+        max_ejected_share: float = 0.5,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.eject_after, self.base_ejection = eject_after, base_ejection
+        self.max_ejected_share = max_ejected_share
+        self._rng = rng or random.Random()  # noqa: S311 - load spreading, not secrecy
+        self._clock = clock
+        self._pools: dict[str, dict[str, Replica]] = {}
+
+    def replicas(self, pool: Pool) -> list[Replica]:
+        """The pool's replicas, following its current endpoint list (kept state by URL)."""
+        known = self._pools.setdefault(pool.name, {})
+        if known.keys() != set(pool.endpoints):
+            self._pools[pool.name] = known = {
+                url: known.get(url) or Replica(url) for url in pool.endpoints
+            }
+        return list(known.values())
+
+    def pick(self, pool: Pool, exclude: frozenset[str] = frozenset()) -> Replica:
+        """A replica to try (not in ``exclude``), or a fast 503 when none is available."""
+        now = self._clock()
+        ready = [r for r in self.replicas(pool) if r.available(now) and r.url not in exclude]
+        if not ready:
+            raise UpstreamOverloaded(
+                "No replica of the model can take the request now; retry shortly.",
+                headers={"Retry-After": "1"},
+            )
+        if len(ready) == 1:
+            return ready[0]
+        first, second = self._rng.sample(ready, 2)
+        return first if first.inflight <= second.inflight else second
+
+    def started(self, replica: Replica) -> None:
+        """A request is now in flight on ``replica``."""
+        replica.inflight += 1
+
+    def finished(self, pool: Pool, replica: Replica, healthy: bool | None) -> None:
+        """The request on ``replica`` ended: a success (True), a failure of the replica
+        (False) or neither, such as an overload answer or a client that left (None)."""
+        replica.inflight -= 1
+        if healthy:
+            replica.failures, replica.ejections, replica.probation = 0, 0, False
+        elif healthy is False:
+            self.failed(pool, replica)
+
+    def failed(self, pool: Pool, replica: Replica) -> None:
+        """Count a failure of ``replica``; eject it when it keeps failing."""
+        now = self._clock()
+        if replica.ejected_until > now:
+            return
+        replica.failures += 1
+        if replica.probation and replica.ejected_until <= now:
+            replica.failures = max(replica.failures, self.eject_after)
+        if replica.failures >= self.eject_after and self._may_eject(pool, now):
+            replica.ejections += 1
+            replica.ejected_until = now + self.base_ejection * replica.ejections
+            replica.failures, replica.probation = 0, True
+
+    def _may_eject(self, pool: Pool, now: float) -> bool:
+        replicas = self.replicas(pool)
+        ejected = sum(1 for r in replicas if not r.available(now))
+        return (ejected + 1) <= self.max_ejected_share * len(replicas)
+
+
+class RetryBudget:
+    """Retries may be at most ``ratio`` of the requests in flight (but ``minimum`` are
+    always allowed), so a sick pool does not get a retry storm."""
+
+    def __init__(self, ratio: float = 0.2, minimum: int = 3) -> None:
+        self.ratio, self.minimum = ratio, minimum
+        self.active = 0
+        self.retrying = 0
+
+    def allows(self) -> bool:
+        """Whether one more retry may start now."""
+        return self.retrying < max(self.minimum, int(self.active * self.ratio))
