@@ -83,21 +83,24 @@ class Balancer:
         """A request is now in flight on ``replica``."""
         replica.inflight += 1
 
-    def finished(self, pool: Pool, replica: Replica, healthy: bool | None) -> None:
+    def finished(
+        self, pool: Pool, replica: Replica, healthy: bool | None, down: bool = False
+    ) -> None:
         """The request on ``replica`` ended: a success (True), a failure of the replica
-        (False) or neither, such as an overload answer or a client that left (None)."""
+        (False) or neither, such as an overload answer or a client that left (None).
+        ``down``: the replica refused the connection, so it is ejected at once."""
         replica.inflight -= 1
         if healthy:
             replica.failures, replica.ejections, replica.probation = 0, 0, False
         elif healthy is False:
-            self.failed(pool, replica)
+            self.failed(pool, replica, down)
 
-    def failed(self, pool: Pool, replica: Replica) -> None:
+    def failed(self, pool: Pool, replica: Replica, down: bool = False) -> None:
         """Count a failure of ``replica``; eject it when it keeps failing."""
         now = self._clock()
         if replica.ejected_until > now:
             return
-        replica.failures += 1
+        replica.failures = self.eject_after if down else replica.failures + 1
         if replica.probation and replica.ejected_until <= now:
             replica.failures = max(replica.failures, self.eject_after)
         if replica.failures >= self.eject_after and self._may_eject(pool, now):

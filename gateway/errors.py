@@ -15,6 +15,7 @@
     ├── LimiterUnavailable             503 api_error / limiter_unavailable
     ├── UpstreamError                  502 api_error / upstream_error
     │   ├── UpstreamUnavailable        503 api_error / upstream_unavailable
+    │   │   ├── UpstreamRefused        503 api_error / upstream_unavailable
     │   │   └── UpstreamOverloaded     503 api_error / upstream_overloaded
     │   └── UpstreamTimeout            504 api_error / upstream_timeout
     └── ClientDisconnected             499 (never sent: the client is gone)
@@ -164,6 +165,10 @@ class UpstreamUnavailable(UpstreamError):
 
     status = 503
     code = "upstream_unavailable"
+
+
+class UpstreamRefused(UpstreamUnavailable):
+    """Nothing listens at the replica's address (connection refused): it is down."""
 
 
 class UpstreamOverloaded(UpstreamUnavailable):

@@ -22,6 +22,7 @@ from gateway.errors import (
     InvalidRequest,
     UpstreamError,
     UpstreamOverloaded,
+    UpstreamRefused,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
@@ -41,6 +42,8 @@ def retryable(error: GatewayError, stream: bool) -> bool:
 
 def health_of(error: GatewayError) -> bool | None:
     """What ``error`` says about the replica: failing (False), fine (True), or nothing."""
+    if isinstance(error, UpstreamRefused):
+        return False  # (the balancer ejects a refusing replica at once)
     if isinstance(error, UpstreamOverloaded):
         return None  # busy is not sick
     return isinstance(error, InvalidRequest)  # it answered: the request was wrong
@@ -106,7 +109,7 @@ async def _one(
     try:
         return await attempt(replace(out, route=replace(out.route, endpoint=replica.url)))
     except GatewayError as error:
-        balancer.finished(pool, replica, health_of(error))
+        balancer.finished(pool, replica, health_of(error), down=isinstance(error, UpstreamRefused))
         raise
     except BaseException:
         balancer.finished(pool, replica, None)  # cancelled: the client left

@@ -11,7 +11,13 @@ from collections import deque
 
 import aiohttp
 
-from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import (
+    GatewayError,
+    UpstreamError,
+    UpstreamRefused,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from gateway.settings import Settings
 from gateway.streaming import SSEDecoder
 
@@ -76,7 +82,11 @@ def transport_error(exc: BaseException) -> GatewayError:
     """The gateway error for a failure of the connection itself (no HTTP answer)."""
     if isinstance(exc, asyncio.TimeoutError):
         return UpstreamTimeout("The model did not answer in time.")
-    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ServerDisconnectedError):
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamRefused(
+            "The model backend could not be reached.", headers={"Retry-After": "1"}
+        )
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
         return UpstreamUnavailable(
             "The model backend could not be reached.", headers={"Retry-After": "1"}
         )

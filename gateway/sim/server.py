@@ -104,9 +104,19 @@ class Simulator:
         return self.url
 
     async def stop(self) -> None:
-        """Stop serving."""
+        """Stop serving (in-flight requests finish first, as on a graceful shutdown)."""
         if self._runner is not None:
             await self._runner.cleanup()
+
+    async def kill(self) -> None:
+        """Die like a crashed replica: every open connection is reset at once."""
+        if self._runner is None:
+            return
+        server = self._runner.server
+        for handler in list(server.connections) if server is not None else []:
+            if handler.transport is not None:
+                handler.transport.abort()
+        await self._runner.cleanup()
 
     # -- what tests look at ------------------------------------------------------------
     def wait_for(self, predicate: Callable[[list[SeenRequest]], bool], timeout: float = 5) -> bool:

@@ -1,0 +1,197 @@
+"""A pool of three simulated replicas: one dies, stalls, resets or slows down, and the
+gateway routes around it without ever sending the client a duplicate or a fake ending."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+
+from gateway.sim import SimConfig, Simulator
+from tests.integration.harness import LoopThread, Stack, running_stack
+from tests.integration.sse import chunks, post_stream
+
+ADAPTERS = (
+    "google-cloud-partnership/gemma-2-2b-it-lora-magicoder,"
+    "google-cloud-partnership/gemma-2-2b-it-lora-sql,"
+    "google-cloud-partnership/gemma-2-2b-it-lora-jap-en"
+)
+HELLO = {"model": "sql", "messages": [{"role": "user", "content": "hello there friend"}]}
+
+
+@contextmanager
+def pool_of(
+    loop: LoopThread, configs: list[SimConfig], **settings: Any
+) -> Iterator[tuple[Stack, list[Simulator]]]:
+    sims = []
+    for config in configs:
+        config.lora_adapters = ADAPTERS
+        sims.append(Simulator(config))
+    urls = tuple(loop.run(sim.start()) for sim in sims)
+    try:
+        with running_stack(loop, endpoints=urls, **settings) as stack:
+            yield stack, sims
+    finally:
+        for sim in sims:
+            loop.run(sim.stop())
+
+
+def _post(stack: Stack, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(
+        f"{stack.url}/v1/chat/completions",
+        json=body,
+        timeout=30,
+        headers={"Authorization": f"Bearer {stack.keys['analytics']}"},
+    )
+
+
+def _burst(stack: Stack, body: dict[str, Any], count: int, concurrency: int) -> list[int]:
+    async def run() -> list[int]:
+        limits = httpx.Limits(max_connections=concurrency)
+        async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+            gate = asyncio.Semaphore(concurrency)
+
+            async def one() -> int:
+                async with gate:
+                    response = await client.post(
+                        f"{stack.url}/v1/chat/completions",
+                        json=body,
+                        headers={"Authorization": f"Bearer {stack.keys['analytics']}"},
+                    )
+                    return response.status_code
+
+            return list(await asyncio.gather(*(one() for _ in range(count))))
+
+    return asyncio.run(run())
+
+
+def _inflight(stack: Stack) -> float:
+    text = httpx.get(f"{stack.admin_url}/metrics", timeout=10).text
+    line = next(x for x in text.splitlines() if x.startswith("lgw_inflight_requests{"))
+    return float(line.split()[-1])
+
+
+def test_killing_a_replica_fails_no_plain_request_and_it_gets_traffic_back(
+    loop: LoopThread,
+) -> None:
+    configs = [SimConfig(ttft=0.02, itl=0.01) for _ in range(3)]
+    with pool_of(loop, configs, ejection_seconds=0.5) as (stack, sims):
+        victim = sims[1]
+        port = int(victim.url.rsplit(":", 1)[1])
+        with ThreadPoolExecutor(1) as pool:
+            load = pool.submit(_burst, stack, HELLO, 120, 6)  # steady load meanwhile
+            assert victim.wait_for(lambda seen: len(seen) >= 5, timeout=20)
+            loop.run(victim.kill())  # its in-flight and new connections fail
+            statuses = load.result(timeout=120)
+        assert set(statuses) == {200}  # retried on the others
+        served_before = len(victim.seen)
+        loop.run(victim.start("127.0.0.1", port))  # it comes back
+        for _ in range(200):  # bounded: once its ejection ends, traffic returns
+            _post(stack, HELLO)
+            if len(victim.seen) > served_before:
+                break
+        assert len(victim.seen) > served_before
+        assert _inflight(stack) == 0
+
+
+def test_a_stream_on_a_dying_replica_ends_with_one_error_event(loop: LoopThread) -> None:
+    configs = [SimConfig(ttft=0.02, itl=0.2) for _ in range(3)]
+    with (
+        pool_of(loop, configs) as (stack, sims),
+        httpx.Client(timeout=30) as client,
+        client.stream(
+            "POST",
+            f"{stack.url}/v1/chat/completions",
+            json={**HELLO, "stream": True},
+            headers={"Authorization": f"Bearer {stack.keys['analytics']}"},
+        ) as s,
+    ):
+        lines = (line for line in s.iter_lines() if line)
+        assert next(lines).startswith("data: {")
+        serving = next(sim for sim in sims if sim.seen)
+        loop.run(serving.kill())
+        rest = list(lines)
+    assert json.loads(rest[-2].removeprefix("data: "))["error"]["code"] == "upstream_error"
+    assert rest[-1] == "data: [DONE]"  # the error, then the end of the stream
+    assert sum(len(sim.seen) for sim in sims) == 1  # never retried after content
+
+
+def test_a_stall_before_the_first_event_is_retried_elsewhere(loop: LoopThread) -> None:
+    configs = [SimConfig(ttft=30), SimConfig(), SimConfig()]
+    with pool_of(loop, configs, upstream_first_event_timeout=0.5) as (stack, sims):
+        outcomes = [
+            post_stream(stack.url, stack.keys["analytics"], {**HELLO, "stream": True})
+            for _ in range(12)
+        ]
+        assert all(
+            response.status_code == 200 and payloads[-1] == "[DONE]"
+            for response, payloads in outcomes
+        )
+        stalled = sims[0]
+        assert stalled.seen, "the random picks never tried the stalled replica"
+        assert stalled.wait_for(lambda seen: all(s.outcome == "disconnected" for s in seen))
+
+
+def test_a_slow_but_healthy_stream_is_never_cut(loop: LoopThread) -> None:
+    with pool_of(loop, [SimConfig(itl=0.3)], upstream_first_event_timeout=0.5) as (stack, _):
+        _, payloads = post_stream(stack.url, stack.keys["analytics"], {**HELLO, "stream": True})
+        assert payloads[-1] == "[DONE]"
+        assert len(chunks(payloads)) == 5  # every token, well past the per-try timeout
+
+
+def test_a_reset_after_two_chunks_is_one_attempt(loop: LoopThread) -> None:
+    with pool_of(loop, [SimConfig() for _ in range(3)]) as (stack, sims):
+        _, payloads = post_stream(
+            stack.url,
+            stack.keys["analytics"],
+            {
+                "model": "sql",
+                "stream": True,
+                "messages": [{"role": "user", "content": "sim-fault=reset and more words"}],
+            },
+        )
+        assert len(chunks(payloads[:-2])) == 2
+        assert json.loads(payloads[-2])["error"]["code"] == "upstream_error"
+        assert sum(len(sim.seen) for sim in sims) == 1
+
+
+def test_a_replica_ten_times_slower_gets_far_fewer_requests(loop: LoopThread) -> None:
+    configs = [SimConfig(itl=0.05), SimConfig(itl=0.005), SimConfig(itl=0.005)]
+    with pool_of(loop, configs) as (stack, sims):
+        assert set(_burst(stack, HELLO, 150, 12)) == {200}
+        split = [len(sim.seen) for sim in sims]
+    print(f"requests per replica (slow, fast, fast): {split}")
+    assert split[0] * 2 < min(split[1:])
+
+
+def test_every_replica_overloaded_is_a_fast_503(loop: LoopThread) -> None:
+    overloaded = "sim-fault=overload"
+    with pool_of(loop, [SimConfig() for _ in range(3)]) as (stack, sims):
+        response = _post(
+            stack, {"model": "sql", "messages": [{"role": "user", "content": overloaded}]}
+        )
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        assert response.json()["error"]["code"] == "upstream_overloaded"
+        assert sum(len(sim.seen) for sim in sims) == 3  # one try per replica, no storm
+        assert _inflight(stack) == 0
+
+
+def test_the_deadline_covers_every_try(loop: LoopThread) -> None:
+    configs = [SimConfig(ttft=30) for _ in range(3)]
+    with pool_of(loop, configs, upstream_first_event_timeout=0.4, upstream_deadline=0.9) as (
+        stack,
+        sims,
+    ):
+        response = _post(stack, {**HELLO, "stream": True})
+        assert response.status_code == 504
+        assert response.json()["error"]["code"] == "upstream_timeout"
+        assert sum(len(sim.seen) for sim in sims) <= 3
+        for sim in sims:
+            assert sim.wait_for(lambda seen: all(s.outcome != "open" for s in seen))
+        assert _inflight(stack) == 0
