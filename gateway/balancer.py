@@ -32,10 +32,23 @@ class Replica:
     ejections: int = 0
     ejected_until: float = 0.0
     probation: bool = False
+    probe_ok: bool = True
+    """The last active health probe answered (TGI's ``/health``)."""
+    queue: float = 0.0
+    """Requests waiting or batching at the replica (``tgi_queue_size`` +
+    ``tgi_batch_current_size``, scraped): load from every gateway, not just this one."""
+    capacity: int | None = None
+    """TGI's ``max_concurrent_requests`` (from ``/info``): past it TGI answers 429."""
 
     def available(self, now: float) -> bool:
-        """Not ejected (any more)."""
-        return now >= self.ejected_until
+        """Not ejected, answering its probes, and below its concurrency limit."""
+        saturated = self.capacity is not None and self.inflight >= self.capacity
+        return now >= self.ejected_until and self.probe_ok and not saturated
+
+    @property
+    def load(self) -> float:
+        """What the pick compares: this gateway's in-flight plus the replica's own queue."""
+        return self.inflight + self.queue
 
 
 class Balancer:
@@ -56,6 +69,10 @@ class Balancer:
         self._clock = clock
         self._pools: dict[str, dict[str, Replica]] = {}
 
+    def all_replicas(self) -> list[Replica]:
+        """Every replica of every pool seen so far (what the prober visits)."""
+        return [r for known in self._pools.values() for r in known.values()]
+
     def replicas(self, pool: Pool) -> list[Replica]:
         """The pool's replicas, following its current endpoint list (kept state by URL)."""
         known = self._pools.setdefault(pool.name, {})
@@ -68,7 +85,12 @@ class Balancer:
     def pick(self, pool: Pool, exclude: frozenset[str] = frozenset()) -> Replica:
         """A replica to try (not in ``exclude``), or a fast 503 when none is available."""
         now = self._clock()
-        ready = [r for r in self.replicas(pool) if r.available(now) and r.url not in exclude]
+        candidates = [r for r in self.replicas(pool) if r.url not in exclude]
+        ready = [r for r in candidates if r.available(now)]
+        if not ready and not any(r.probe_ok for r in candidates):
+            # Panic mode (as Envoy's): when probes fail everywhere, trust them less than
+            # the requests themselves, and try what passive ejection has not ruled out.
+            ready = [r for r in candidates if now >= r.ejected_until]
         if not ready:
             raise UpstreamOverloaded(
                 "No replica of the model can take the request now; retry shortly.",
@@ -77,7 +99,7 @@ class Balancer:
         if len(ready) == 1:
             return ready[0]
         first, second = self._rng.sample(ready, 2)
-        return first if first.inflight <= second.inflight else second
+        return first if first.load <= second.load else second
 
     def started(self, replica: Replica) -> None:
         """A request is now in flight on ``replica``."""

@@ -10,6 +10,7 @@ from gateway.admin.audit import AuditLog, MemoryAudit, RedisAudit
 from gateway.backends import TGIDialect
 from gateway.balancer import Balancer, RetryBudget
 from gateway.metrics import Metrics
+from gateway.probes import Prober
 from gateway.ratelimit import Limiter, MemoryLimiter
 from gateway.registry import Snapshot
 from gateway.registry.cache import RegistryCache
@@ -37,6 +38,7 @@ class DataPlane:
     telemetry: Telemetry = field(default_factory=Telemetry)
     balancer: Balancer = field(init=False)
     retry_budget: RetryBudget = field(default_factory=RetryBudget)
+    prober: Prober | None = None
     """Where admin changes are recorded."""
     ready: bool = False
     """True once the registry is loaded and the upstream pool is open."""
@@ -74,6 +76,8 @@ class DataPlane:
         await self.registry.refresh()
         await self.upstream.start()
         self.usage.start()
+        self.prober = Prober(self.balancer, self.registry, self.settings.probe_interval)
+        await self.prober.start()
         if self.settings.redis_url:
             from gateway.ratelimit_redis import Breaker, RedisLimiter
             from gateway.redis_client import connect
@@ -92,6 +96,8 @@ class DataPlane:
     async def stop(self) -> None:
         """Stop background work and close connections."""
         self.ready = False
+        if self.prober is not None:
+            await self.prober.stop()
         await self.usage.close()  # before the store's client closes: it flushes there
         self.telemetry.shutdown()
         await self.registry.stop()

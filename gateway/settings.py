@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     upstream_deadline: float = Field(120.0, gt=0)
     """Seconds for all tries of one request together, until the answer (or a stream's first
     event); past it the client gets 504."""
+    probe_interval: float = Field(5.0, gt=0)
+    """Seconds between active probes (``/health``, ``/metrics``, ``/info``) of every replica."""
     eject_after_failures: int = Field(5, gt=0)
     """Consecutive failures after which a replica is taken out of its pool for a while."""
     ejection_seconds: float = Field(30.0, gt=0)

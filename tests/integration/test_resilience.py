@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -14,7 +15,7 @@ import httpx
 
 from gateway.sim import SimConfig, Simulator
 from tests.integration.harness import LoopThread, Stack, running_stack
-from tests.integration.sse import chunks, post_stream
+from tests.integration.sse import chunks, open_raw_request, post_stream
 
 ADAPTERS = (
     "google-cloud-partnership/gemma-2-2b-it-lora-magicoder,"
@@ -195,3 +196,42 @@ def test_the_deadline_covers_every_try(loop: LoopThread) -> None:
         for sim in sims:
             assert sim.wait_for(lambda seen: all(s.outcome != "open" for s in seen))
         assert _inflight(stack) == 0
+
+
+def test_probes_take_a_dead_replica_out_and_bring_it_back(loop: LoopThread) -> None:
+    with pool_of(loop, [SimConfig(), SimConfig()], probe_interval=0.1) as (stack, sims):
+        assert stack.plane is not None
+        balancer = stack.plane.balancer
+        victim = sims[0]
+        replica = next(r for r in balancer.all_replicas() if r.url == victim.url)
+        assert replica.probe_ok and replica.capacity == 128  # read from TGI's /info
+        port = int(victim.url.rsplit(":", 1)[1])
+        loop.run(victim.kill())
+        assert _eventually(lambda: not replica.probe_ok)  # no request needed to notice
+        assert all(_post(stack, HELLO).status_code == 200 for _ in range(5))
+        assert victim.seen == []
+        loop.run(victim.start("127.0.0.1", port))
+        assert _eventually(lambda: replica.probe_ok)
+
+
+def test_a_saturated_pool_is_a_fast_503_without_an_upstream_call(loop: LoopThread) -> None:
+    configs = [SimConfig(max_concurrent_requests=1, ttft=5)]
+    with pool_of(loop, configs) as (stack, sims):
+        held = open_raw_request(stack.url, stack.keys["analytics"], HELLO)
+        try:
+            assert sims[0].wait_for(lambda seen: len(seen) == 1)
+            response = _post(stack, HELLO)
+            assert response.status_code == 503
+            assert response.headers["retry-after"] == "1"
+            assert len(sims[0].seen) == 1  # refused here, not queued upstream
+        finally:
+            held.close()
+
+
+def _eventually(check: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)  # polling local state, bounded by the deadline
+    return False

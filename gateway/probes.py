@@ -1,0 +1,87 @@
+"""Active checks of every replica, in the background: health, capacity and load.
+
+Every ``interval`` seconds each known replica gets ``GET /health`` (TGI binds its port
+only after warm-up, and after an error its ``/health`` runs a real forward pass) and
+``GET /metrics`` (``tgi_queue_size``, ``tgi_batch_current_size``); ``GET /info`` once for
+``max_concurrent_requests``. A replica that fails its probe takes no new requests until
+a probe passes again. Nothing here is on a request's path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+
+import aiohttp
+
+from gateway.balancer import Balancer, Replica
+from gateway.registry.cache import RegistryCache
+
+log = logging.getLogger("gateway.probes")
+_LOAD = re.compile(
+    rb"^(tgi_queue_size|tgi_batch_current_size)(?:\{[^}]*\})? ([0-9.e+]+)$", re.MULTILINE
+)
+
+
+class Prober:
+    """Probes every replica of every pool in the current registry."""
+
+    def __init__(
+        self, balancer: Balancer, registry: RegistryCache, interval: float, timeout: float = 1.0
+    ) -> None:
+        self._balancer, self._registry = balancer, registry
+        self._interval = interval
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        """Probe once (so the first requests know which replicas answer), then keep
+        probing in the background."""
+        self._session = aiohttp.ClientSession(timeout=self._timeout)
+        await self.probe_all()
+        self._task = asyncio.get_running_loop().create_task(self._forever())
+
+    async def stop(self) -> None:
+        """Stop probing."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._session is not None:
+            await self._session.close()
+
+    async def _forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.probe_all()
+
+    async def probe_all(self) -> None:
+        """One round over every replica of every pool."""
+        for pool in self._registry.current().registry.pools:
+            self._balancer.replicas(pool)  # follow endpoint changes
+        await asyncio.gather(*(self.probe(r) for r in self._balancer.all_replicas()))
+
+    async def probe(self, replica: Replica) -> None:
+        """Health, then (when healthy) load and, once, capacity."""
+        assert self._session is not None
+        try:
+            async with self._session.get(f"{replica.url}/health") as response:
+                replica.probe_ok = response.status == 200
+            if replica.probe_ok:
+                await self._read_load(replica)
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            replica.probe_ok = False
+
+    async def _read_load(self, replica: Replica) -> None:
+        assert self._session is not None
+        async with self._session.get(f"{replica.url}/metrics") as response:
+            text = await response.read()
+        replica.queue = sum(float(value) for _, value in _LOAD.findall(text))
+        if replica.capacity is None:
+            async with self._session.get(f"{replica.url}/info") as response:
+                info = await response.json(content_type=None)
+            capacity = info.get("max_concurrent_requests") if isinstance(info, dict) else None
+            replica.capacity = capacity if isinstance(capacity, int) and capacity > 0 else None
