@@ -68,6 +68,8 @@ class Balancer:
         self._rng = rng or random.Random()  # noqa: S311 - load spreading, not secrecy
         self._clock = clock
         self._pools: dict[str, dict[str, Replica]] = {}
+        self.resolved: dict[str, tuple[str, ...]] = {}
+        """Replica URLs found by DNS for pools with ``discovery: dns``."""
 
     def all_replicas(self) -> list[Replica]:
         """Every replica of every pool seen so far (what the prober visits)."""
@@ -75,10 +77,13 @@ class Balancer:
 
     def replicas(self, pool: Pool) -> list[Replica]:
         """The pool's replicas, following its current endpoint list (kept state by URL)."""
+        endpoints = pool.endpoints
+        if pool.discovery == "dns" and self.resolved.get(pool.name):
+            endpoints = self.resolved[pool.name]
         known = self._pools.setdefault(pool.name, {})
-        if known.keys() != set(pool.endpoints):
+        if known.keys() != set(endpoints):
             self._pools[pool.name] = known = {
-                url: known.get(url) or Replica(url) for url in pool.endpoints
+                url: known.get(url) or Replica(url) for url in endpoints
             }
         return list(known.values())
 

@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import logging
 import re
+import socket
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -61,6 +63,10 @@ class Prober:
     async def probe_all(self) -> None:
         """One round over every replica of every pool."""
         for pool in self._registry.current().registry.pools:
+            if pool.discovery == "dns":
+                found = await resolve(pool.endpoints)
+                if found:  # keep the last answer when DNS has none right now
+                    self._balancer.resolved[pool.name] = found
             self._balancer.replicas(pool)  # follow endpoint changes
         await asyncio.gather(*(self.probe(r) for r in self._balancer.all_replicas()))
 
@@ -85,3 +91,21 @@ class Prober:
                 info = await response.json(content_type=None)
             capacity = info.get("max_concurrent_requests") if isinstance(info, dict) else None
             replica.capacity = capacity if isinstance(capacity, int) and capacity > 0 else None
+
+
+async def resolve(endpoints: tuple[str, ...]) -> tuple[str, ...]:
+    """One base URL per address the endpoints' host names resolve to, in a stable order."""
+    loop = asyncio.get_running_loop()
+    urls: set[str] = set()
+    for endpoint in endpoints:
+        parts = urlsplit(endpoint)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            infos = await loop.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+        except OSError:
+            log.warning("cannot resolve a pool endpoint's host")
+            continue
+        for *_, address in infos:
+            host = str(address[0])
+            urls.add(f"{parts.scheme}://{f'[{host}]' if ':' in host else host}:{port}")
+    return tuple(sorted(urls))

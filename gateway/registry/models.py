@@ -173,6 +173,9 @@ class Pool(Record):
     """The entries of the pool's ``LORA_ADAPTERS``, in TGI's syntax."""
     endpoints: tuple[Endpoint, ...] = Field(min_length=1)
     """Base URLs of the replicas."""
+    discovery: Literal["static", "dns"] = "static"
+    """``dns``: each endpoint's host name (e.g. a Kubernetes headless Service) is resolved
+    again and again, and every address it returns is a replica."""
     labels: dict[str, str] = Field(default_factory=dict)
     """Free-form labels (region, tenancy) that team policies may require."""
     clearance: DataClass = "internal"

@@ -235,3 +235,33 @@ def _eventually(check: Any, timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.02)  # polling local state, bounded by the deadline
     return False
+
+
+def test_a_dns_pool_routes_to_every_address_its_name_resolves_to(loop: LoopThread) -> None:
+    with pool_of(loop, [SimConfig()], probe_interval=0.1) as (stack, sims):
+        assert stack.plane is not None
+        port = sims[0].url.rsplit(":", 1)[1]
+        pool = stack.registry.pools[0].model_copy(
+            update={"endpoints": (f"http://localhost:{port}",), "discovery": "dns"}
+        )
+        stack.reset(loop, stack.registry.model_copy(update={"pools": (pool,)}))
+        balancer = stack.plane.balancer
+        assert _eventually(
+            lambda: f"http://127.0.0.1:{port}" in balancer.resolved.get(pool.name, ())
+        )
+        assert all(_post(stack, HELLO).status_code == 200 for _ in range(6))
+        assert {r.url for r in balancer.replicas(pool)} >= {f"http://127.0.0.1:{port}"}
+
+
+def test_replicas_added_to_a_pool_take_traffic_without_a_restart(loop: LoopThread) -> None:
+    with pool_of(loop, [SimConfig()]) as (stack, sims):
+        newcomer = Simulator(SimConfig(lora_adapters=ADAPTERS))
+        url = loop.run(newcomer.start())
+        try:
+            pool = stack.registry.pools[0]
+            grown = pool.model_copy(update={"endpoints": (*pool.endpoints, url)})
+            stack.reset(loop, stack.registry.model_copy(update={"pools": (grown,)}))
+            assert set(_burst(stack, HELLO, 30, 4)) == {200}
+            assert newcomer.seen and sims[0].seen
+        finally:
+            loop.run(newcomer.stop())
