@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.errors import UpstreamOverloaded
+from gateway.errors import UpstreamOverloaded, UpstreamUnavailable
 from gateway.registry import Pool
 
 
@@ -68,6 +68,8 @@ class Balancer:
         self._rng = rng or random.Random()  # noqa: S311 - load spreading, not secrecy
         self._clock = clock
         self._pools: dict[str, dict[str, Replica]] = {}
+        self.missing: dict[str, frozenset[str]] = {}
+        """Declared adapters a pool's replicas do not list as loaded (vLLM ``/v1/models``)."""
         self.resolved: dict[str, tuple[str, ...]] = {}
         """Replica URLs found by DNS for pools with ``discovery: dns``."""
 
@@ -87,8 +89,14 @@ class Balancer:
             }
         return list(known.values())
 
-    def pick(self, pool: Pool, exclude: frozenset[str] = frozenset()) -> Replica:
+    def pick(
+        self, pool: Pool, exclude: frozenset[str] = frozenset(), adapter: str | None = None
+    ) -> Replica:
         """A replica to try (not in ``exclude``), or a fast 503 when none is available."""
+        if adapter is not None and adapter in self.missing.get(pool.name, ()):
+            raise UpstreamUnavailable(
+                "This model is not loaded by its backend right now.", headers={"Retry-After": "5"}
+            )
         now = self._clock()
         candidates = [r for r in self.replicas(pool) if r.url not in exclude]
         ready = [r for r in candidates if r.available(now)]

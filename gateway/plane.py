@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass, field
 
 from gateway.admin.audit import AuditLog, MemoryAudit, RedisAudit
-from gateway.backends import TGIDialect
 from gateway.balancer import Balancer, RetryBudget
 from gateway.metrics import Metrics
 from gateway.probes import Prober
@@ -24,14 +23,13 @@ from gateway.usage import Usage
 
 @dataclass
 class DataPlane:
-    """Settings, the registry cache, the limiter, the upstream client and the dialect."""
+    """Settings, the registry cache, the limiter, the upstream client, the balancer."""
 
     settings: Settings
     registry: RegistryCache
     upstream: Upstream
     metrics: Metrics = field(default_factory=Metrics)
     limiter: Limiter = field(init=False)
-    dialect: TGIDialect = field(default_factory=TGIDialect)
     rng: random.Random = field(default_factory=random.Random)
     audit: AuditLog = field(default_factory=MemoryAudit)
     usage: Usage = field(default_factory=Usage)

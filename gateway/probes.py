@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from gateway.balancer import Balancer, Replica
+from gateway.registry import Pool
 from gateway.registry.cache import RegistryCache
 
 log = logging.getLogger("gateway.probes")
@@ -63,12 +64,36 @@ class Prober:
     async def probe_all(self) -> None:
         """One round over every replica of every pool."""
         for pool in self._registry.current().registry.pools:
+            if pool.dialect == "vllm":
+                await self._check_loaded(pool)
             if pool.discovery == "dns":
                 found = await resolve(pool.endpoints)
                 if found:  # keep the last answer when DNS has none right now
                     self._balancer.resolved[pool.name] = found
             self._balancer.replicas(pool)  # follow endpoint changes
         await asyncio.gather(*(self.probe(r) for r in self._balancer.all_replicas()))
+
+    async def _check_loaded(self, pool: Pool) -> None:
+        """vLLM lists its LoRA modules: note declared adapters no replica has loaded."""
+        assert self._session is not None
+        loaded: set[str] = set()
+        for replica in self._balancer.replicas(pool):
+            try:
+                async with self._session.get(f"{replica.url}/v1/models") as response:
+                    listed = await response.json(content_type=None)
+                loaded |= {str(m.get("id")) for m in listed.get("data", [])}
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError, AttributeError):
+                continue
+        if not loaded:
+            return  # nobody answered: the health probes deal with that
+        missing = frozenset(pool.adapter_ids - loaded)
+        if missing and missing != self._balancer.missing.get(pool.name):
+            log.error(
+                "pool %s declares adapters its replicas have not loaded: %s",
+                pool.name,
+                ", ".join(sorted(missing)),
+            )
+        self._balancer.missing[pool.name] = missing
 
     async def probe(self, replica: Replica) -> None:
         """Health, then (when healthy) load and, once, capacity."""

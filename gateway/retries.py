@@ -66,7 +66,7 @@ async def with_retries(
         async with asyncio.timeout(deadline):
             last_error: GatewayError | None = None
             for number in range(1, MAX_ATTEMPTS + 1):
-                replica = _next(balancer, pool, tried, last_error)
+                replica = _next(balancer, pool, out.route.adapter, tried, last_error)
                 tried.add(replica.url)
                 try:
                     return await _one(balancer, budget, out, replica, attempt, number), replica
@@ -83,11 +83,11 @@ async def with_retries(
 
 
 def _next(
-    balancer: Balancer, pool: Pool, tried: set[str], last_error: GatewayError | None
+    balancer: Balancer, pool: Pool, adapter: str, tried: set[str], last_error: GatewayError | None
 ) -> Replica:
     """The next replica to try; on a retry with none left, the last try's error stands."""
     try:
-        return balancer.pick(pool, frozenset(tried))
+        return balancer.pick(pool, frozenset(tried), adapter)
     except UpstreamOverloaded:
         if last_error is not None:
             raise last_error from None

@@ -15,6 +15,7 @@ from gateway.accounting import Accounting, outcome_of
 from gateway.auth import Principal, authenticate
 from gateway.backends import Usage
 from gateway.backends.tgi import text_of
+from gateway.backends.vllm import DIALECTS
 from gateway.balancer import Replica
 from gateway.errors import (
     ClientDisconnected,
@@ -84,7 +85,7 @@ async def _complete(request: AnyRequest, schema: type[Asked]) -> Response[bytes]
         account.routed(route, snapshot.price(route.adapter, route.pool))
         caps = principal.team.policy.caps
         max_tokens = max_tokens_for(asked.requested_max_tokens, plane.settings, caps)
-        path, body = plane.dialect.translate(asked, route, max_tokens)
+        path, body = DIALECTS[route.pool.dialect].translate(asked, route, max_tokens)
         with account.stage("admit"):
             grant = await plane.limiter.admit(principal, asked.prompt_tokens_estimate + max_tokens)
         out = Outbound(route, path, body, account.upstream_headers(path))
@@ -151,7 +152,7 @@ async def _forward(request: AnyRequest, plane: DataPlane, call: Call) -> Respons
         "x-lgw-adapter": route.adapter,
         "x-lgw-pool": route.pool.name,
     }
-    upstream, dialect, pool = plane.upstream, plane.dialect, route.pool
+    upstream, dialect, pool = plane.upstream, DIALECTS[route.pool.dialect], route.pool
     try:
         if not asked.stream:
             (content, usage), replica = await _unless_disconnected(

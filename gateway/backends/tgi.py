@@ -44,6 +44,7 @@ from gateway.routing import Route
 from gateway.schemas import ChatRequest, CompletionRequest, Message
 
 _MODEL_FIELD = re.compile(rb'"model":"(?:[^"\\]|\\.)*"')
+_ID_FIELD = re.compile(rb'"id":"(?:[^"\\]|\\.)*"')
 _RETRY_SOON = {"Retry-After": "1"}
 _CLIENT_ERROR_PREFIXES = (
     "Input validation error",
@@ -90,14 +91,26 @@ class TGIDialect:
         return "/v1/completions", self.completion_body(request, route, max_tokens)
 
     # -- requests ----------------------------------------------------------------------
+    def model_name(self, route: Route) -> str:
+        """What to send as ``model``: the adapter id, or TGI's name for the base model."""
+        return route.upstream_model
+
+    def sampling(self, body: dict[str, Any], request: ChatRequest | CompletionRequest) -> None:
+        """The sampling fields, made acceptable to TGI."""
+        _sampling(body, request)
+
+    def response_format(self, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        """OpenAI's ``response_format`` in TGI's grammar shape."""
+        return _response_format(value)
+
     def chat_body(self, request: ChatRequest, route: Route, max_tokens: int) -> bytes:
         """The body to POST to ``/v1/chat/completions``."""
         body: dict[str, Any] = {
-            "model": route.upstream_model,
+            "model": self.model_name(route),
             "messages": _messages(request.messages, fold=route.pool.system_role == "fold"),
             "max_tokens": max_tokens,
         }
-        _sampling(body, request)
+        self.sampling(body, request)
         if request.logprobs is not None:
             body["logprobs"] = request.logprobs
         if request.top_logprobs is not None:
@@ -106,7 +119,7 @@ class TGIDialect:
             body["tools"] = request.tools
         if request.tool_choice is not None:
             body["tool_choice"] = request.tool_choice
-        response_format = _response_format(request.response_format)
+        response_format = self.response_format(request.response_format)
         if response_format is not None:
             body["response_format"] = response_format
         return _dumps(body)
@@ -118,11 +131,11 @@ class TGIDialect:
         if request.echo:
             raise InvalidRequest("'echo' is not supported by this model.", param="echo")
         body: dict[str, Any] = {
-            "model": route.upstream_model,
+            "model": self.model_name(route),
             "prompt": request.prompt,
             "max_tokens": max_tokens,
         }
-        _sampling(body, request)
+        self.sampling(body, request)
         return _dumps(body)
 
     # -- responses ---------------------------------------------------------------------
@@ -193,9 +206,10 @@ class TGIDialect:
 class ChunkRewriter:
     """Turns each TGI stream chunk into an OpenAI chunk, by byte edits where they suffice.
 
-    Most chunks only need ``id`` and ``model`` replaced, which plain byte replacement
-    does without parsing JSON (quotes inside strings are escaped, so ``"id":""`` cannot
-    match content). Only the final chunks (finish reason, usage) are parsed.
+    Most chunks only need ``id`` and ``model`` replaced, which a byte-level substitution
+    of the first ``"id":"..."`` and ``"model":"..."`` does without parsing JSON (quotes
+    inside strings are escaped, so content cannot match). Only the final chunks (finish
+    reason, usage) are parsed.
     """
 
     def __init__(
@@ -217,7 +231,7 @@ class ChunkRewriter:
 
     def rewrite(self, payload: bytes) -> bytes | None:
         """The OpenAI chunk for one TGI chunk, or ``None`` to drop it."""
-        out = payload.replace(b'"id":""', self._id, 1)
+        out = _ID_FIELD.sub(self._id, payload, count=1)
         out = _MODEL_FIELD.sub(self._model, out, count=1)
         if b'"tool_calls"' in out:
             self._tool_calls = True
@@ -374,7 +388,7 @@ def _response_format(value: dict[str, Any] | None) -> dict[str, Any] | None:
 def _message_of(raw: bytes) -> str:
     try:
         body = json.loads(raw)
-        message = body.get("error") if isinstance(body, dict) else None
+        message = (body.get("error") or body.get("message")) if isinstance(body, dict) else None
     except ValueError:
         message = raw.decode("utf-8", "replace")
     if isinstance(message, dict):

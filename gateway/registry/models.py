@@ -166,7 +166,8 @@ class Pool(Record):
     """One multi-LoRA deployment (a TGI Deployment): base model, adapters, replicas."""
 
     name: Name
-    dialect: Literal["tgi"] = "tgi"
+    dialect: Literal["tgi", "vllm"] = "tgi"
+    """The server the pool runs: Hugging Face TGI, or vLLM's OpenAI server with LoRA."""
     base_model: AdapterId
     """The model id TGI was started with (``MODEL_ID``)."""
     adapters: tuple[LoraEntry, ...] = ()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from typing import Any, Protocol
 
@@ -52,6 +53,21 @@ def json_error(status: int, message: str, error_type: str) -> web.Response:
     """TGI's ``ErrorResponse``: ``{"error": str, "error_type": str}``."""
     return web.json_response(
         {"error": message, "error_type": error_type}, status=status, dumps=dumps
+    )
+
+
+def vllm_not_found(model: str) -> web.Response:
+    """vLLM's answer for a model (adapter) it did not load: a real 404."""
+    return web.json_response(
+        {
+            "object": "error",
+            "message": f"The model `{model}` does not exist.",
+            "type": "NotFoundError",
+            "param": None,
+            "code": 404,
+        },
+        status=404,
+        dumps=dumps,
     )
 
 
@@ -125,15 +141,22 @@ def _usage(g: Generation) -> dict[str, int]:
     }
 
 
-def _openai_finish(reason: str) -> str:
-    """``FinishReason::format(true)``: EOS becomes "stop"; stop_sequence stays raw."""
-    return "stop" if reason == "eos_token" else reason
+def _openai_finish(reason: str, vllm: bool = False) -> str:
+    """``FinishReason::format(true)``: EOS becomes "stop"; stop_sequence stays raw (TGI).
+    vLLM says "stop" for both."""
+    return "stop" if reason == "eos_token" or (vllm and reason == "stop_sequence") else reason
 
 
-def chat_completion(model: str, fingerprint: str, g: Generation) -> dict[str, Any]:
-    """The non-streamed chat body (§3d)."""
+def chat_completion(
+    model: str, fingerprint: str, g: Generation, vllm: bool = False
+) -> dict[str, Any]:
+    """The non-streamed chat body (§3d; vLLM: a real id, OpenAI finish reasons)."""
     message = {"message": {"role": "assistant", "content": g.text}}
-    return _final("chat.completion", model, fingerprint, g, message)
+    body = _final("chat.completion", model, fingerprint, g, message)
+    if vllm:
+        body["id"] = f"chatcmpl-{secrets.token_hex(8)}"
+        body["choices"][0]["finish_reason"] = _openai_finish(g.finish_reason, vllm=True)
+    return body
 
 
 def completion(model: str, fingerprint: str, g: Generation) -> dict[str, Any]:
@@ -180,9 +203,9 @@ def _token(g: Generation, index: int) -> dict[str, Any]:
     return {"id": 1000 + index, "text": text, "logprob": -0.1, "special": text == EOS_TOKEN}
 
 
-async def _event(response: web.StreamResponse, payload: Any) -> None:
+async def _event(response: web.StreamResponse, payload: Any, prefix: str = "data:") -> None:
     data = payload if isinstance(payload, str) else dumps(payload)
-    await response.write(f"data:{data}\n\n".encode())  # TGI: no space after "data:"
+    await response.write(f"{prefix}{data}\n\n".encode())  # TGI: no space after "data:"
 
 
 class Framing(Protocol):
@@ -196,16 +219,24 @@ class Framing(Protocol):
 class ChatStream:
     """``/v1/chat/completions`` with ``stream: true`` (§3c)."""
 
-    def __init__(self, model: str, fingerprint: str, include_usage: bool) -> None:
+    def __init__(
+        self, model: str, fingerprint: str, include_usage: bool, vllm: bool = False
+    ) -> None:
         self.model = model
         self.fingerprint = fingerprint
         self.include_usage = include_usage
         self.created = int(time.time())
+        # vLLM: real ids, "data: " with a space, OpenAI finish reasons.
+        self.vllm = vllm
+        self.id = f"chatcmpl-{secrets.token_hex(8)}" if vllm else ""
+
+    async def _emit(self, response: web.StreamResponse, payload: Any) -> None:
+        await _event(response, payload, "data: " if self.vllm else "data:")
 
     def _chunk(self, choices: list[Any], usage: Any) -> dict[str, Any]:
         return {
             "object": "chat.completion.chunk",
-            "id": "",
+            "id": self.id,
             "created": self.created,
             "model": self.model,
             "system_fingerprint": self.fingerprint,
@@ -216,7 +247,7 @@ class ChatStream:
     async def token(self, response: web.StreamResponse, g: Generation, index: int) -> None:
         text = g.tokens[index]
         last = index == len(g.tokens) - 1
-        finish = _openai_finish(g.finish_reason) if last else None
+        finish = _openai_finish(g.finish_reason, self.vllm) if last else None
         content = "" if text == EOS_TOKEN else text  # special tokens become empty content
         delta = {"role": "assistant", "content": content}
         await _event(
@@ -228,13 +259,13 @@ class ChatStream:
 
     async def finish(self, response: web.StreamResponse, g: Generation) -> None:
         if self.include_usage:
-            await _event(response, self._chunk([], _usage(g)))
-        await _event(response, "[DONE]")
+            await self._emit(response, self._chunk([], _usage(g)))
+        await self._emit(response, "[DONE]")
 
     async def error(self, response: web.StreamResponse, message: str, error_type: str) -> None:
         # InferError::into_openai_event: the status is hard-coded to 422, and [DONE] follows.
-        await _event(response, {"error": {"message": message, "http_status_code": 422}})
-        await _event(response, "[DONE]")
+        await self._emit(response, {"error": {"message": message, "http_status_code": 422}})
+        await self._emit(response, "[DONE]")
 
 
 class CompletionStream(ChatStream):

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -45,6 +45,9 @@ class SimConfig:
     itl: float = 0.0
     """Seconds between tokens."""
     stall_seconds: float = 300.0
+    flavor: Literal["tgi", "vllm"] = "tgi"
+    """``vllm``: speak vLLM's OpenAI server instead (adapters by name, real ids, ``data: ``
+    framing, 404 for an unknown model, adapters listed in ``/v1/models``)."""
     faults: dict[str, Fault] = field(default_factory=dict)
     """Adapter id (or the base model id) -> the fault every request to it gets."""
 
@@ -158,13 +161,18 @@ class Simulator:
             ),
             "stop": body.get("stop") or [],
         }
-        adapter = None if requested in (None, "tgi") else requested
+        vllm = self.config.flavor == "vllm"
+        if vllm and requested not in (self.config.model_id, *self.adapters):
+            return protocol.vllm_not_found(str(requested))  # vLLM never falls back
+        base = (None, "tgi", self.config.model_id) if vllm else (None, "tgi")
+        adapter = None if requested in base else requested
         job = _Job(self, request, body, prompt, adapter, parameters)
         model = requested if adapter is not None else self.config.model_id
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return await job.stream(protocol.ChatStream(model, FINGERPRINT, include_usage))
-        return await job.respond(lambda g: protocol.chat_completion(model, FINGERPRINT, g))
+            chunks = protocol.ChatStream(model, FINGERPRINT, include_usage, vllm)
+            return await job.stream(chunks)
+        return await job.respond(lambda g: protocol.chat_completion(model, FINGERPRINT, g, vllm))
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         body, error = await protocol.read_json(request)
@@ -247,12 +255,13 @@ class Simulator:
 
     async def _models(self, request: web.Request) -> web.Response:
         model = self.config.model_id
-        return web.json_response(
-            {
-                "object": "list",
-                "data": [{"id": model, "object": "model", "created": 0, "owned_by": model}],
-            }
-        )
+        data = [{"id": model, "object": "model", "created": 0, "owned_by": model}]
+        if self.config.flavor == "vllm":  # vLLM lists its LoRA modules too (TGI does not)
+            data += [
+                {"id": a, "object": "model", "created": 0, "owned_by": "vllm", "parent": model}
+                for a in sorted(self.adapters)
+            ]
+        return web.json_response({"object": "list", "data": data})
 
     async def _metrics(self, request: web.Request) -> web.Response:
         lines = [

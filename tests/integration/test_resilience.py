@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import pytest
 
 from gateway.sim import SimConfig, Simulator
 from tests.integration.harness import LoopThread, Stack, running_stack
@@ -265,3 +266,106 @@ def test_replicas_added_to_a_pool_take_traffic_without_a_restart(loop: LoopThrea
             assert newcomer.seen and sims[0].seen
         finally:
             loop.run(newcomer.stop())
+
+
+@pytest.fixture
+def mixed(loop: LoopThread) -> Iterator[tuple[Stack, Simulator, Simulator]]:
+    """A TGI pool with the sql and code adapters, a vLLM pool with jap-en (and one more
+    it claims but has not loaded)."""
+    tgi = Simulator(SimConfig(lora_adapters=ADAPTERS.rsplit(",", 1)[0]))
+    vllm = Simulator(SimConfig(flavor="vllm", lora_adapters=ADAPTERS.rsplit(",", 1)[1]))
+    urls = [loop.run(sim.start()) for sim in (tgi, vllm)]
+    try:
+        with running_stack(loop, probe_interval=0.1) as stack:
+            base = stack.registry.pools[0]
+            tgi_pool = base.model_copy(
+                update={"adapters": base.adapters[:2], "endpoints": (urls[0],)}
+            )
+            vllm_pool = base.model_copy(
+                update={
+                    "name": "gemma-vllm",
+                    "dialect": "vllm",
+                    "endpoints": (urls[1],),
+                    "adapters": (base.adapters[2], "org/not-loaded"),
+                }
+            )
+            mappings = (
+                *stack.registry.mappings,
+                *[
+                    m.model_copy(update={"task": "ghost", "adapter": "org/not-loaded"})
+                    for m in stack.registry.mappings
+                    if m.task == "translate-ja"
+                ],
+            )
+            stack.reset(
+                loop,
+                stack.registry.model_copy(
+                    update={"pools": (tgi_pool, vllm_pool), "mappings": mappings}
+                ),
+            )
+            yield stack, tgi, vllm
+    finally:
+        for sim in (tgi, vllm):
+            loop.run(sim.stop())
+
+
+def test_a_mixed_registry_routes_each_adapter_to_the_pool_that_loaded_it(
+    mixed: tuple[Stack, Simulator, Simulator],
+) -> None:
+    stack, tgi, vllm = mixed
+    teams = {"sql": "analytics", "code": "devtools", "translate-ja": "localization"}
+    for task, team in teams.items():
+        for stream in (False, True):
+            body = {
+                "model": task,
+                "stream": stream,
+                "messages": [
+                    {"role": "system", "content": "be brief"},
+                    {"role": "user", "content": "hi"},
+                ],
+            }
+            response = httpx.post(
+                f"{stack.url}/v1/chat/completions",
+                json=body,
+                timeout=20,
+                headers={"Authorization": f"Bearer {stack.keys[team]}"},
+            )
+            assert response.status_code == 200, response.text
+            expected_pool = "gemma-vllm" if task == "translate-ja" else "gemma-2-2b-it"
+            assert response.headers["x-lgw-pool"] == expected_pool
+    assert {s.served_by for s in vllm.seen} == {
+        "google-cloud-partnership/gemma-2-2b-it-lora-jap-en"
+    }
+    assert all(s.body["model"] == s.served_by for s in vllm.seen)  # a module name, not "tgi"
+    assert len(tgi.seen) == 4  # sql and code, streamed and not
+    streamed = post_stream(
+        stack.url,
+        stack.keys["localization"],
+        {
+            "model": "translate-ja",
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "hello"}],
+        },
+    )[1]
+    first = json.loads(streamed[0])
+    assert first["id"].startswith("chatcmpl-") and first["model"] == "translate-ja"
+    assert json.loads(streamed[-2])["usage"]["total_tokens"] > 0
+
+
+def test_a_declared_adapter_that_vllm_has_not_loaded_is_refused(
+    mixed: tuple[Stack, Simulator, Simulator],
+) -> None:
+    stack, _, vllm = mixed
+    assert stack.plane is not None
+    plane = stack.plane
+    assert _eventually(lambda: "org/not-loaded" in plane.balancer.missing.get("gemma-vllm", ()))
+    before = len(vllm.seen)
+    response = httpx.post(
+        f"{stack.url}/v1/chat/completions",
+        timeout=10,
+        json={"model": "ghost", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"Authorization": f"Bearer {stack.keys['localization']}"},
+    )
+    assert response.status_code == 503
+    assert len(vllm.seen) == before  # refused here: never a silent substitute upstream
