@@ -74,7 +74,7 @@ async def open_stream(
                 raw = await read_body(response)
                 response.release()
                 raise dialect.http_error(response.status, raw)
-            stream = EventStream(response)
+            stream = EventStream(response, upstream.idle_timeout)
             first = await stream.next()
     except GatewayError:
         if stream is not None:

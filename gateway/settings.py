@@ -70,7 +70,8 @@ class Settings(BaseSettings):
     upstream_first_event_timeout: float = Field(60.0, gt=0)
     """Seconds to wait for the response head and the first streamed event."""
     upstream_idle_timeout: float = Field(30.0, gt=0)
-    """Seconds without any byte from upstream before a response is cut."""
+    """Seconds without an event from upstream (keep-alive comments do not count) before a
+    stream is cut with an error event."""
     upstream_deadline: float = Field(120.0, gt=0)
     """Seconds for all tries of one request together, until the answer (or a stream's first
     event); past it the client gets 504."""

@@ -73,6 +73,11 @@ class Upstream:
             raise transport_error(exc) from None
 
     @property
+    def idle_timeout(self) -> float:
+        """Seconds allowed between two events of a stream."""
+        return self._settings.upstream_idle_timeout
+
+    @property
     def first_event_timeout(self) -> float:
         """Seconds allowed until the response head and the first streamed event."""
         return self._settings.upstream_first_event_timeout
@@ -106,18 +111,27 @@ async def read_body(response: aiohttp.ClientResponse) -> bytes:
 class EventStream:
     """The ``data:`` payloads of one upstream SSE response, pulled one at a time."""
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, idle_timeout: float) -> None:
         self._response = response
         self._decoder = SSEDecoder()
         self._pending: deque[bytes] = deque()
+        self._idle = idle_timeout
 
     async def next(self) -> bytes | None:
-        """The next payload, or ``None`` once the upstream closed the stream."""
-        while not self._pending:
-            chunk = await self._response.content.readany()
-            if not chunk:
-                return None
-            self._pending.extend(self._decoder.feed(chunk))
+        """The next payload, or ``None`` once the upstream closed the stream; an
+        ``UpstreamTimeout`` when no event (keep-alive comments do not count) came within
+        the idle timeout."""
+        if self._pending:
+            return self._pending.popleft()
+        try:
+            async with asyncio.timeout(self._idle):
+                while not self._pending:
+                    chunk = await self._response.content.readany()
+                    if not chunk:
+                        return None
+                    self._pending.extend(self._decoder.feed(chunk))
+        except TimeoutError:
+            raise UpstreamTimeout("The model backend stopped sending tokens.") from None
         return self._pending.popleft()
 
     def close(self, finished: bool) -> None:

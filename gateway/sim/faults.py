@@ -22,6 +22,8 @@ class Fault(StrEnum):
     """A generation error after two tokens."""
     STALL = "stall"
     """Stop sending after the first token (for ``stall_seconds``)."""
+    KEEPALIVE = "keepalive"
+    """After the first token, only ``:`` keep-alive comments (every 0.1 s)."""
     RESET = "reset"
     """Reset the TCP connection after two tokens (before the answer when not streaming)."""
 

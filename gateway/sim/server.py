@@ -424,6 +424,10 @@ class _Job:
             await framing.token(response, generation, index)
             if index == 0 and self.fault is Fault.STALL:
                 await asyncio.sleep(cfg.stall_seconds)
+            if index == 0 and self.fault is Fault.KEEPALIVE:
+                for _ in range(int(cfg.stall_seconds * 10)):
+                    await response.write(b":\n\n")  # TGI's KeepAlive comment
+                    await asyncio.sleep(0.1)
         await framing.finish(response, generation)
         self.sim.count("success")
         self.sim.record(self.seen, "ok")
