@@ -142,9 +142,15 @@ def _raw_post(stack: Stack, body: dict[str, object]) -> tuple[httpx.Response, st
 
 def test_keepalive_comments_do_not_count_as_events(loop: LoopThread) -> None:
     with running_stack(loop, upstream_idle_timeout=0.5) as stack:
-        _, payloads = post_stream(stack.url, stack.keys["analytics"], {
-            "model": "sql", "stream": True,
-            "messages": [{"role": "user", "content": "sim-fault=keepalive now"}]})
+        _, payloads = post_stream(
+            stack.url,
+            stack.keys["analytics"],
+            {
+                "model": "sql",
+                "stream": True,
+                "messages": [{"role": "user", "content": "sim-fault=keepalive now"}],
+            },
+        )
         assert len(chunks(payloads[:-2])) == 1
         assert json.loads(payloads[-2])["error"]["code"] == "upstream_timeout"
         assert payloads[-1] == "[DONE]"
