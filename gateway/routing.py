@@ -16,7 +16,7 @@ TGI_BASE_MODEL = "tgi"
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Where one request goes: task, adapter, pool and replica."""
+    """Where one request goes: task, adapter, pool and (per try) the replica's URL."""
 
     task: str
     adapter: str
@@ -65,12 +65,12 @@ def candidate(snapshot: Snapshot, task: str, adapter: str) -> Candidate:
 
 
 def choose(found: Candidate, pools: tuple[Pool, ...], rng: random.Random) -> Route:
-    """A replica of one of ``pools`` (those policy allows) for the candidate."""
+    """One of ``pools`` (those policy allows) for the candidate; the replica is picked
+    for each try by the balancer (``gateway/retries.py``)."""
     if not pools:
         raise UpstreamUnavailable("No backend currently serves this model.")
     pool = pools[0] if len(pools) == 1 else rng.choice(pools)
-    endpoint = pool.endpoints[0] if len(pool.endpoints) == 1 else rng.choice(pool.endpoints)
-    return Route(task=found.task, adapter=found.adapter, pool=pool, endpoint=endpoint)
+    return Route(task=found.task, adapter=found.adapter, pool=pool, endpoint="")
 
 
 def pick_target(targets: tuple[Target, ...], rng: random.Random) -> Target:

@@ -7,14 +7,15 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import openai
 import pytest
 
 from gateway import keys
+from gateway.sim import SimConfig, Simulator
 from tests.integration.harness import LoopThread, free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,30 +66,22 @@ def test_keys_new_needs_a_pepper_and_prints_a_hashed_entry() -> None:
     assert secret not in minted.stdout
 
 
-@pytest.fixture
-def sim_url(loop: LoopThread) -> Iterator[str]:
-    from gateway.sim import SimConfig, Simulator
-
-    sim = Simulator(SimConfig(lora_adapters="google-cloud-partnership/gemma-2-2b-it-lora-sql"))
-    yield loop.run(sim.start())
-    loop.run(sim.stop())
+SQL = "google-cloud-partnership/gemma-2-2b-it-lora-sql"
 
 
-def test_serve_routes_with_keys_from_policy_files(tmp_path: Path, sim_url: str) -> None:
+@contextmanager
+def served(tmp_path: Path, sim_url: str) -> Iterator[tuple[subprocess.Popen[str], int, str]]:
+    """``lora-gateway serve`` on a policy file with one team, one key, one mapping to the
+    simulator at ``sim_url``; yields the process, its port and the key."""
     key = keys.mint(PEPPER.encode())
     (tmp_path / "deployment.yaml").write_text(f"""
 pools:
-  - name: gemma
-    base_model: google/gemma-2-2b-it
-    adapters: [google-cloud-partnership/gemma-2-2b-it-lora-sql]
-    endpoints: ["{sim_url}"]
-    system_role: fold
+  - {{name: gemma, base_model: google/gemma-2-2b-it, adapters: [{SQL}],
+      endpoints: ["{sim_url}"], system_role: fold}}
 teams:
-  - name: analytics
-    keys:
-      - {{id: {key.id}, name: app, hash: {key.hash}}}
+  - {{name: analytics, keys: [{{id: {key.id}, name: app, hash: {key.hash}}}]}}
 mappings:
-  - {{team: analytics, task: sql, adapter: google-cloud-partnership/gemma-2-2b-it-lora-sql}}
+  - {{team: analytics, task: sql, adapter: {SQL}}}
 """)
     port = free_port()
     env = {
@@ -108,23 +101,34 @@ mappings:
     )
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz", process)
-        with openai.OpenAI(
-            base_url=f"http://127.0.0.1:{port}/v1", api_key=key.plaintext, max_retries=0
-        ) as client:
-            answer = client.chat.completions.create(
-                model="sql", messages=[{"role": "user", "content": "hi"}]
-            )
-        assert answer.choices[0].message.content == (
-            "[google-cloud-partnership/gemma-2-2b-it-lora-sql] hi"
-        )
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=30)
-        assert process.returncode == 0, output
-        assert "single-node mode" in output
+        yield process, port, key.plaintext
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+@pytest.fixture
+def sim(loop: LoopThread) -> Iterator[Simulator]:
+    simulator = Simulator(SimConfig(itl=0.2, lora_adapters=SQL))
+    loop.run(simulator.start())
+    yield simulator
+    loop.run(simulator.stop())
+
+
+def test_serve_routes_with_keys_from_policy_files(tmp_path: Path, sim: Simulator) -> None:
+    with (
+        served(tmp_path, sim.url) as (process, port, key),
+        openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0) as client,
+    ):
+        answer = client.chat.completions.create(
+            model="sql", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert answer.choices[0].message.content == f"[{SQL}] hi"
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    assert "single-node mode" in output
 
 
 def test_serve_refuses_policies_with_keys_but_no_pepper(tmp_path: Path) -> None:
@@ -146,71 +150,28 @@ def test_serve_refuses_policies_with_keys_but_no_pepper(tmp_path: Path) -> None:
     assert "LGW_KEY_PEPPER" in result.stderr
 
 
-def still_streaming(sim: Any) -> bool:
-    """The simulator is still generating the stream (the test really is mid-stream)."""
-    return bool(sim.seen) and sim.seen[-1].outcome == "open"
-
-
-def test_sigterm_lets_a_running_stream_finish(tmp_path: Path, loop: LoopThread) -> None:
-    from gateway.sim import SimConfig, Simulator
-
-    sim = Simulator(
-        SimConfig(itl=0.2, lora_adapters="google-cloud-partnership/gemma-2-2b-it-lora-sql")
-    )
-    sim_url = loop.run(sim.start())
-    key = keys.mint(PEPPER.encode())
-    (tmp_path / "p.yaml").write_text(f"""
-pools:
-  - {{name: gemma, base_model: google/gemma-2-2b-it, endpoints: ["{sim_url}"],
-      adapters: [google-cloud-partnership/gemma-2-2b-it-lora-sql]}}
-teams:
-  - {{name: analytics, keys: [{{id: {key.id}, name: app, hash: {key.hash}}}]}}
-mappings:
-  - {{team: analytics, task: sql, adapter: google-cloud-partnership/gemma-2-2b-it-lora-sql}}
-""")
-    port = free_port()
-    env = {
-        **os.environ,
-        "LGW_POLICIES": str(tmp_path),
-        "LGW_KEY_PEPPER": PEPPER,
-        "LGW_PORT": str(port),
-        "LGW_ADMIN_PORT": str(free_port()),
-        "LGW_HOST": "127.0.0.1",
+def test_sigterm_lets_a_running_stream_finish(tmp_path: Path, sim: Simulator) -> None:
+    body = {
+        "model": "sql",
+        "stream": True,
+        "messages": [{"role": "user", "content": "one two three four five"}],
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_ready(f"http://127.0.0.1:{port}/readyz", process)
-        body = {
-            "model": "sql",
-            "stream": True,
-            "messages": [{"role": "user", "content": "one two three four five"}],
-        }
-        with (
-            httpx.Client(timeout=30) as client,
-            client.stream(
-                "POST",
-                f"http://127.0.0.1:{port}/v1/chat/completions",
-                json=body,
-                headers={"Authorization": f"Bearer {key.plaintext}"},
-            ) as stream,
-        ):
-            events = (line for line in stream.iter_lines() if line)
-            first = next(events)
-            process.send_signal(signal.SIGTERM)  # mid-stream: about 1 s of tokens to go
-            assert still_streaming(sim)
-            rest = list(events)
-        assert first.startswith("data: {")
-        assert rest[-1] == "data: [DONE]"  # the stream ran to its end
+    with (
+        served(tmp_path, sim.url) as (process, port, key),
+        httpx.Client(timeout=30) as client,
+        client.stream(
+            "POST",
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {key}"},
+        ) as stream,
+    ):
+        events = (line for line in stream.iter_lines() if line)
+        first = next(events)
+        process.send_signal(signal.SIGTERM)  # mid-stream: about 1 s of tokens to go
+        assert sim.seen[-1].outcome == "open"  # really mid-stream
+        rest = list(events)
         output, _ = process.communicate(timeout=30)
-        assert process.returncode == 0, output
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-        loop.run(sim.stop())
+    assert first.startswith("data: {")
+    assert rest[-1] == "data: [DONE]"  # the stream ran to its end
+    assert process.returncode == 0, output
