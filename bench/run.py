@@ -162,8 +162,8 @@ mappings:
                 "100000",
             ],
         ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         text=True,
     )
     env = {
@@ -175,12 +175,9 @@ mappings:
         "LGW_HOST": "127.0.0.1",
         "LGW_REDIS_URL": redis_server.url,  # production settings: the Redis limiter on
     }
+    log = (workdir / "gateway.log").open("w")  # drained: a full pipe would stall logging
     gateway = subprocess.Popen(
-        _pinned(0, [*cli, "serve"]),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        _pinned(0, [*cli, "serve"]), env=env, stdout=log, stderr=subprocess.STDOUT, text=True
     )
     results: list[Result] = []
     try:
@@ -192,8 +189,9 @@ mappings:
     finally:
         for process in (gateway, sim):
             process.terminate()
-            process.communicate(timeout=30)
+            process.wait(timeout=30)
         redis_server.stop()
+        log.close()
     _report(results, args.out)
     return 0
 
