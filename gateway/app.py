@@ -54,6 +54,7 @@ def create_app(settings: Settings, plane: DataPlane) -> Litestar:
         state=State({"plane": plane}),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=None,
+        logging_config=None,  # the process's logging is set up once, by the CLI
     )
 
 
@@ -71,6 +72,7 @@ def create_admin_app(settings: Settings, plane: DataPlane) -> Litestar:
             HTTPException: errors.admin_http_error,
         },
         state=State({"plane": plane, "editor": Editor(plane.registry, plane.audit)}),
+        logging_config=None,
         openapi_config=OpenAPIConfig(
             title="lora-gateway admin API",
             version=__version__,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from gateway import requestlog
 from gateway.registry import Registry
 from gateway.registry.loader import PolicyError, load_policies
 from gateway.registry.store import VersionConflict
@@ -19,7 +20,12 @@ from gateway.settings import Settings
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lora-gateway`` console script."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    requestlog.to_stdout()
     try:
         return int(args.run(args) or 0)
     except PolicyError as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 from typing import Any
 
 log = logging.getLogger("gateway.requests")
@@ -30,6 +31,16 @@ _MASKS = (
     ("phone", re.compile(r"\+?\d[\d ().-]{8,}\d")),
     ("secret", re.compile(r"(?i)\b(password|passwd|secret|token|api[_-]?key)\b\s*[:=]\s*\S+")),
 )
+
+
+def to_stdout() -> None:
+    """Write request lines to standard output as bare JSON lines (one per request), apart
+    from the service's own diagnostics (standard error)."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 def redact(text: str) -> str:
