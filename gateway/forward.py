@@ -21,6 +21,7 @@ from gateway.upstream import TRANSPORT_FAILURES, EventStream, Upstream, read_bod
 
 _ENDED_EARLY = "The model backend ended the stream before finishing."
 _FAILED_MID_STREAM = "The connection to the model backend failed mid-stream."
+_MALFORMED = "The model backend sent a malformed event."
 
 
 def _is_error(payload: bytes) -> bool:
@@ -123,7 +124,12 @@ async def relay(
                 outcome = error.code
                 yield error_frames(error)
                 return
-            out = rewriter.rewrite(payload)
+            try:
+                out = rewriter.rewrite(payload)
+            except ValueError:  # not JSON: never reflected to the client
+                outcome = "upstream_error"
+                yield error_frames(UpstreamError(_MALFORMED))
+                return
             if out is not None:
                 relayed += 1
                 yield frame(out)
