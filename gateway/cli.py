@@ -112,6 +112,7 @@ def _sim(args: argparse.Namespace) -> int:
         ttft=args.ttft,
         itl=args.itl,
         faults=faults,
+        flavor=args.flavor,
     )
     serve_forever(config, args.hostname, args.port)
     return 0
@@ -210,6 +211,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--ttft", type=float, default=0.0, help="seconds to the first token")
     sim.add_argument("--itl", type=float, default=0.0, help="seconds between tokens")
+    sim.add_argument(
+        "--flavor",
+        choices=["tgi", "vllm"],
+        default="tgi",
+        help="speak TGI (default) or vLLM's OpenAI server",
+    )
     sim.add_argument(
         "--fault",
         action="append",
