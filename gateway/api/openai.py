@@ -14,7 +14,7 @@ from litestar.response import Stream
 from gateway.accounting import Accounting, outcome_of
 from gateway.auth import Principal, authenticate
 from gateway.backends import Usage
-from gateway.backends.tgi import text_of
+from gateway.backends.responses import text_of
 from gateway.backends.vllm import DIALECTS
 from gateway.balancer import Replica
 from gateway.errors import (

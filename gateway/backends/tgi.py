@@ -23,15 +23,15 @@ What TGI does differently (reference/tgi-protocol.md) and what this module does 
   by message prefix into the gateway's error tree.
 - Usage: streams ask ``include_usage`` always, so accounting is exact; the usage chunk
   reaches the client only if it asked (§3c).
+The response-side fixes live in ``responses.py``, shared with the vLLM dialect.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass
 from typing import Any
 
+from gateway.backends.responses import ChunkRewriter, Usage, clean_choice, dumps
 from gateway.errors import (
     GatewayError,
     InvalidRequest,
@@ -43,8 +43,6 @@ from gateway.errors import (
 from gateway.routing import Route
 from gateway.schemas import ChatRequest, CompletionRequest, Message
 
-_MODEL_FIELD = re.compile(rb'"model":"(?:[^"\\]|\\.)*"')
-_ID_FIELD = re.compile(rb'"id":"(?:[^"\\]|\\.)*"')
 _RETRY_SOON = {"Retry-After": "1"}
 _CLIENT_ERROR_PREFIXES = (
     "Input validation error",
@@ -55,28 +53,6 @@ _CLIENT_ERROR_PREFIXES = (
     "Suffix is not supported",
     "Number of prompts",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Tokens one request consumed, as the backend counted them."""
-
-    prompt_tokens: int
-    completion_tokens: int
-
-    @classmethod
-    def from_json(cls, value: Any) -> Usage | None:
-        """Read an OpenAI ``usage`` object; ``None`` when absent or malformed."""
-        if not isinstance(value, dict):
-            return None
-        prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
-        if not isinstance(prompt, int) or not isinstance(completion, int):
-            return None
-        return cls(prompt, completion)
-
-
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class TGIDialect:
@@ -122,7 +98,7 @@ class TGIDialect:
         response_format = self.response_format(request.response_format)
         if response_format is not None:
             body["response_format"] = response_format
-        return _dumps(body)
+        return dumps(body)
 
     def completion_body(self, request: CompletionRequest, route: Route, max_tokens: int) -> bytes:
         """The body to POST to ``/v1/completions``."""
@@ -136,7 +112,7 @@ class TGIDialect:
             "max_tokens": max_tokens,
         }
         self.sampling(body, request)
-        return _dumps(body)
+        return dumps(body)
 
     # -- responses ---------------------------------------------------------------------
     def response(
@@ -151,8 +127,8 @@ class TGIDialect:
         body["id"] = response_id
         body["model"] = task
         for choice in choices:
-            _clean_choice(choice, stop)
-        return _dumps(body), Usage.from_json(body.get("usage"))
+            clean_choice(choice, stop)
+        return dumps(body), Usage.from_json(body.get("usage"))
 
     def rewriter(
         self,
@@ -201,115 +177,6 @@ class TGIDialect:
         if message.startswith(_CLIENT_ERROR_PREFIXES):
             return InvalidRequest(f"The model rejected the request: {_clip(message)}")
         return UpstreamError("The model failed during generation.")
-
-
-class ChunkRewriter:
-    """Turns each TGI stream chunk into an OpenAI chunk, by byte edits where they suffice.
-
-    Most chunks only need ``id`` and ``model`` replaced, which a byte-level substitution
-    of the first ``"id":"..."`` and ``"model":"..."`` does without parsing JSON (quotes
-    inside strings are escaped, so content cannot match). Only the final chunks (finish
-    reason, usage) are parsed.
-    """
-
-    def __init__(
-        self,
-        response_id: str,
-        task: str,
-        wants_usage: bool,
-        stop: list[str] | None,
-        collect: list[str] | None = None,
-    ) -> None:
-        self._stop = stop
-        self._collect = collect
-        self._id = b'"id":' + _dumps(response_id)
-        self._model = b'"model":' + _dumps(task)
-        self._wants_usage = wants_usage
-        self._tool_calls = False
-        self.usage: Usage | None = None
-        """The usage TGI reported, once its chunk went by."""
-
-    def rewrite(self, payload: bytes) -> bytes | None:
-        """The OpenAI chunk for one TGI chunk, or ``None`` to drop it."""
-        out = _ID_FIELD.sub(self._id, payload, count=1)
-        out = _MODEL_FIELD.sub(self._model, out, count=1)
-        if b'"tool_calls"' in out:
-            self._tool_calls = True
-        if self._collect is not None:
-            self._collect.append(text_of(out))
-        if b'"finish_reason":"' in out or b'"usage":{' in out:
-            return self._rewrite_final(out)
-        return out
-
-    def _rewrite_final(self, payload: bytes) -> bytes | None:
-        chunk = json.loads(payload)
-        for choice in chunk.get("choices") or ():
-            _clean_choice(choice, self._stop, streaming_tools=self._tool_calls)
-        usage = Usage.from_json(chunk.get("usage"))
-        if usage is not None:
-            self.usage = usage
-            if not self._wants_usage:
-                if not chunk.get("choices"):
-                    return None
-                chunk.pop("usage")
-        return _dumps(chunk)
-
-
-def text_of(body: bytes) -> str:
-    """The generated text in an OpenAI response or chunk (chat or legacy completion)."""
-    try:
-        choices = json.loads(body).get("choices") or []
-    except (ValueError, AttributeError):
-        return ""
-    parts = []
-    for choice in choices:
-        holder = choice.get("message") or choice.get("delta") or choice
-        text = holder.get("content") if "content" in holder else holder.get("text")
-        parts.append(text if isinstance(text, str) else "")
-    return "".join(parts)
-
-
-def _clean_choice(
-    choice: dict[str, Any], stop: list[str] | None, streaming_tools: bool = False
-) -> None:
-    reason = choice.get("finish_reason")
-    if reason == "":  # completions stream chunks before the last
-        choice["finish_reason"] = None
-    elif reason == "stop_sequence" and stop:
-        _strip_stop(choice, stop)
-    if reason in ("stop_sequence", "eos_token"):
-        if reason == "eos_token" and "text" in choice:
-            choice["text"] = ""  # the raw EOS token text of a completions stream
-        choice["finish_reason"] = "stop"
-    message = choice.get("message")
-    tool_calls = message.get("tool_calls") if isinstance(message, dict) else None
-    if tool_calls or (streaming_tools and reason is not None):
-        choice["finish_reason"] = "tool_calls"
-    if tool_calls and isinstance(message, dict):
-        message.setdefault("content", None)
-        for call in tool_calls:
-            if isinstance(call, dict) and isinstance(call.get("function"), dict):
-                call["function"].pop("description", None)
-
-
-def _strip_stop(choice: dict[str, Any], stop: list[str]) -> None:
-    """Remove the stop sequence TGI leaves at the end of the text (OpenAI omits it).
-
-    In a stream only the final chunk can be edited: when a stop sequence spans several
-    tokens, the earlier tokens have already reached the client.
-    """
-    holder = choice.get("message") or choice.get("delta") or choice
-    key = "text" if "text" in holder else "content"
-    text = holder.get(key)
-    if not isinstance(text, str):
-        return
-    for sequence in stop:
-        if sequence and text.endswith(sequence):
-            holder[key] = text[: -len(sequence)]
-            return
-        if text and sequence.endswith(text):
-            holder[key] = ""
-            return
 
 
 def _sampling(body: dict[str, Any], request: ChatRequest | CompletionRequest) -> None:
