@@ -14,8 +14,8 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway import __version__
+from gateway.admin.api import ROUTES
 from gateway.admin.editor import Editor
-from gateway.admin.routes import ROUTES
 from gateway.api import errors, health, openai
 from gateway.errors import GatewayError
 from gateway.plane import DataPlane, create_plane

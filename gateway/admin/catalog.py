@@ -1,0 +1,123 @@
+"""The admin REST API for what the organization runs: pools and adapter records."""
+
+from __future__ import annotations
+
+from litestar import Controller, delete, get, post, put
+from litestar.params import FromPath, JSONBody
+
+from gateway.admin import changes
+from gateway.admin.context import After, AnyRequest, Limit, context, page
+from gateway.admin.schemas import (
+    Page,
+)
+from gateway.admin.upstreams import check_endpoints
+from gateway.errors import NotFound
+from gateway.registry import Adapter, Pool
+from gateway.registry.models import may_use
+
+
+class PoolRoutes(Controller):
+    """Pools (TGI deployments): the org admin only; endpoints must be allowlisted."""
+
+    path = "/admin/v1/pools"
+    tags = ["pools"]
+
+    @get("/")
+    async def list_pools(
+        self, request: AnyRequest, limit: Limit = 100, after: After = None
+    ) -> Page:
+        caller, _, snapshot, _ = context(request)
+        caller.require_org()
+        return page([(p.name, p) for p in snapshot.registry.pools], after, limit)
+
+    @post("/")
+    async def create_pool(self, request: AnyRequest, data: JSONBody[Pool]) -> Pool:
+        return await self._put(request, data.name, data, "pool.create")
+
+    @get("/{name:str}")
+    async def get_pool(self, request: AnyRequest, name: FromPath[str]) -> Pool:
+        caller, _, snapshot, _ = context(request)
+        caller.require_org()
+        found = next((p for p in snapshot.registry.pools if p.name == name), None)
+        if found is None:
+            raise NotFound("No such pool.")
+        return found
+
+    @put("/{name:str}")
+    async def replace_pool(
+        self, request: AnyRequest, name: FromPath[str], data: JSONBody[Pool]
+    ) -> Pool:
+        return await self._put(request, name, data, "pool.put")
+
+    @delete("/{name:str}")
+    async def delete_pool(self, request: AnyRequest, name: FromPath[str]) -> None:
+        caller, _, _, editor = context(request)
+        caller.require_org()
+        await editor.apply(
+            caller, "pool.delete", None, name, lambda r: changes.delete_record(r, "pools", name)
+        )
+
+    async def _put(self, request: AnyRequest, name: FromPath[str], data: Pool, action: str) -> Pool:
+        caller, plane, _, editor = context(request)
+        caller.require_org()
+        if data.name != name:
+            raise NotFound("The pool name in the body differs from the URL.")
+        check_endpoints(data, plane.settings)
+        await editor.apply(
+            caller, action, None, name, lambda r: changes.put_record(r, "pools", data)
+        )
+        return data
+
+
+class AdapterRoutes(Controller):
+    """Adapter records (ownership, grants): the org admin writes; a team admin reads
+    the adapters its team may use."""
+
+    path = "/admin/v1/adapters"
+    tags = ["adapters"]
+
+    @get("/")
+    async def list_adapters(
+        self, request: AnyRequest, limit: Limit = 100, after: After = None
+    ) -> Page:
+        caller, _, snapshot, _ = context(request)
+        visible = [
+            a for a in snapshot.registry.adapters if caller.is_org or may_use(a, caller.team)
+        ]
+        return page([(a.id, a) for a in visible], after, limit)
+
+    @post("/")
+    async def create_adapter(self, request: AnyRequest, data: JSONBody[Adapter]) -> Adapter:
+        caller, _, _, editor = context(request)
+        caller.require_org()
+        await editor.apply(
+            caller,
+            "adapter.put",
+            data.owner,
+            data.id,
+            lambda r: changes.put_record(r, "adapters", data),
+        )
+        return data
+
+    @get("/{adapter_id:path}")
+    async def get_adapter(self, request: AnyRequest, adapter_id: FromPath[str]) -> Adapter:
+        caller, _, snapshot, _ = context(request)
+        found = next(
+            (a for a in snapshot.registry.adapters if a.id == adapter_id.lstrip("/")), None
+        )
+        if found is None or not (caller.is_org or may_use(found, caller.team)):
+            raise NotFound("No such adapter.")
+        return found
+
+    @delete("/{adapter_id:path}")
+    async def delete_adapter(self, request: AnyRequest, adapter_id: FromPath[str]) -> None:
+        caller, _, _, editor = context(request)
+        caller.require_org()
+        ident = adapter_id.lstrip("/")
+        await editor.apply(
+            caller,
+            "adapter.delete",
+            None,
+            ident,
+            lambda r: changes.delete_record(r, "adapters", ident),
+        )
