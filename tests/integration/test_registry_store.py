@@ -88,9 +88,7 @@ def test_a_cache_sees_a_change_announced_by_another_replica(
         cache.watch(poll_seconds=60)  # a long poll: only the announcement explains a reload
         await asyncio.wait_for(cache.listening.wait(), 10)
         saved = await shared_store.save(load_policies(EXAMPLES))
-        while cache.current().version != saved.version:
-            await asyncio.sleep(0.01)  # polling local state, bounded by wait_for
-        return cache.current().version
+        return await _reloaded(cache, saved.version)
 
     try:
         assert loop.run(asyncio.wait_for(scenario(), 10)) == 1
@@ -106,11 +104,16 @@ def test_a_cache_catches_up_by_polling_without_announcements(loop: LoopThread) -
         await cache.refresh()
         cache.watch(poll_seconds=0.05)
         saved = await store.save(load_policies(EXAMPLES))
-        while cache.current().version != saved.version:
-            await asyncio.sleep(0.01)  # polling local state, bounded by wait_for
-        return cache.current().version
+        return await _reloaded(cache, saved.version)
 
     try:
         assert loop.run(asyncio.wait_for(scenario(), 10)) == 1
     finally:
         loop.run(cache.stop())
+
+
+async def _reloaded(cache: RegistryCache, version: int) -> int:
+    """Wait (the caller bounds it) until the cache holds ``version``; returns it."""
+    while cache.current().version != version:
+        await asyncio.sleep(0.01)  # polling local state
+    return cache.current().version
