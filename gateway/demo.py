@@ -41,7 +41,14 @@ async def demo(
     pepper = (
         settings.key_pepper.get_secret_value() if settings.key_pepper else secrets.token_urlsafe(32)
     )
-    settings = settings.model_copy(update={"key_pepper": SecretStr(pepper)})
+    admin_token = (
+        settings.admin_token.get_secret_value()
+        if settings.admin_token
+        else secrets.token_urlsafe(24)
+    )  # a demo's own, printed once below
+    settings = settings.model_copy(
+        update={"key_pepper": SecretStr(pepper), "admin_token": SecretStr(admin_token)}
+    )
     registry = load_policies(policies)
     simulators, pools = [], []
     for pool in registry.pools:
@@ -83,6 +90,8 @@ def _announce(
             flush=True,
         )
     print(f"gateway: http://127.0.0.1:{settings.port}/v1  (admin: :{settings.admin_port})")
+    if settings.admin_token is not None:
+        print(f"  admin token    {settings.admin_token.get_secret_value()}")
     for team, key in plaintexts.items():
         print(f"  {team:14} {key}")
     if keys_file is not None:
