@@ -6,7 +6,8 @@ error before any content, and a stream whose first event did not come within the
 per-try timeout (closing that connection makes TGI drop the request). Never retried:
 what the client asked wrong (4xx), and a non-streamed read timeout (the request may
 have run; running it twice would cost the GPU twice). Every try counts against one
-deadline, and retries against a budget shared by the whole process.
+deadline, and retries of requests that may have reached a GPU (overload, timeouts,
+generation errors) against a budget shared by the whole process.
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ def retryable(error: GatewayError, stream: bool) -> bool:
     return isinstance(error, UpstreamError | UpstreamUnavailable | UpstreamOverloaded)
 
 
+def costs_budget(error: GatewayError) -> bool:
+    """Whether retrying after ``error`` draws on the retry budget. A retry after the
+    connection itself failed (refused, or reset before any answer) does not: the request
+    never reached a GPU, so it adds no load to a sick pool."""
+    return isinstance(error, UpstreamOverloaded) or not isinstance(error, UpstreamUnavailable)
+
+
 def health_of(error: GatewayError) -> bool | None:
     """What ``error`` says about the replica: failing (False), fine (True), or nothing."""
     if isinstance(error, UpstreamRefused):
@@ -65,17 +73,18 @@ async def with_retries(
     try:
         async with asyncio.timeout(deadline):
             last_error: GatewayError | None = None
-            for number in range(1, MAX_ATTEMPTS + 1):
+            number = 0
+            while True:
+                number += 1
                 replica = _next(balancer, pool, out.route.adapter, tried, last_error)
                 tried.add(replica.url)
                 try:
                     return await _one(balancer, budget, out, replica, attempt, number), replica
                 except GatewayError as error:
-                    final = number == MAX_ATTEMPTS or not budget.allows()
+                    final = number == MAX_ATTEMPTS or (costs_budget(error) and not budget.allows())
                     if final or not retryable(error, stream):
                         raise
                     last_error = error
-        raise AssertionError("unreachable")  # pragma: no cover
     except TimeoutError:
         raise UpstreamTimeout("The model did not answer in time.") from None
     finally:

@@ -109,3 +109,14 @@ def test_the_retry_budget_is_a_share_of_active_requests_with_a_floor() -> None:
     assert not budget.allows()
     budget.active = 50
     assert budget.allows()  # 20% of 50 = 10
+
+
+def test_only_retries_that_may_have_reached_a_gpu_draw_on_the_budget() -> None:
+    from gateway.errors import UpstreamError, UpstreamRefused, UpstreamTimeout, UpstreamUnavailable
+    from gateway.retries import costs_budget
+
+    assert not costs_budget(UpstreamRefused())
+    assert not costs_budget(UpstreamUnavailable())  # reset before any answer
+    assert costs_budget(UpstreamOverloaded())
+    assert costs_budget(UpstreamTimeout())
+    assert costs_budget(UpstreamError())
