@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 
 from gateway.errors import InvalidRequest, PermissionDenied
 from gateway.registry.models import DATA_CLASSES, Adapter, Caps, Pool, Team, may_use
+from gateway.schemas import ChatRequest, CompletionRequest
 from gateway.settings import Settings
 
 if TYPE_CHECKING:
-    from gateway.routing import Candidate
-    from gateway.schemas import ChatRequest, CompletionRequest
+    from gateway.routing import Candidate  # routing builds on the registry, as policy does
 
 REASONS = (
     "adapter_not_granted",
@@ -45,8 +45,6 @@ class Ask:
     @classmethod
     def of(cls, asked: ChatRequest | CompletionRequest) -> Ask:
         """The policy view of an OpenAI request."""
-        from gateway.schemas import ChatRequest
-
         if isinstance(asked, ChatRequest):
             return cls(
                 asked.requested_max_tokens,

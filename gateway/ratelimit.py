@@ -273,9 +273,7 @@ class MemoryLimiter:
         return Grant(plan, lease, tokens, rate_headers(plan, decision))
 
     async def settle(self, grant: Grant, used_tokens: int) -> None:
-        if not grant.settled:
-            grant.settled = True
-            self.refund(grant, used_tokens)
+        self.settle_soon(grant, used_tokens)  # in memory there is nothing to wait for
 
     def settle_soon(self, grant: Grant, used_tokens: int) -> None:
         if not grant.settled:

@@ -80,12 +80,12 @@ class ChatRequest(_Sampling):
     @property
     def prompt_text(self) -> str:
         """The conversation's text, one turn per line (for content logging only)."""
-        return "\n".join(f"{m.role}: {_text(m.content)}" for m in self.messages)
+        return "\n".join(f"{m.role}: {content_text(m.content)}" for m in self.messages)
 
     @property
     def prompt_chars(self) -> int:
         """Characters of text in the conversation."""
-        return sum(_chars(m.content) for m in self.messages)
+        return sum(len(content_text(m.content)) for m in self.messages)
 
     @property
     def prompt_tokens_estimate(self) -> int:
@@ -124,18 +124,11 @@ def estimate_tokens(chars: int) -> int:
     return (chars + 3) // 4 + 1
 
 
-def _text(content: str | list[dict[str, Any]] | None) -> str:
-    if isinstance(content, str) or content is None:
-        return content or ""
-    return "".join(str(part.get("text", "")) for part in content)
-
-
-def _chars(content: str | list[dict[str, Any]] | None) -> int:
-    if isinstance(content, str):
-        return len(content)
-    if content is None:
-        return 0
-    return sum(len(str(part.get("text", ""))) for part in content)
+def content_text(content: Any) -> str:
+    """The text of a message's ``content``: a string, or the text of its content parts."""
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return content if isinstance(content, str) else ""
 
 
 def parse(model: type[R], body: bytes) -> R:

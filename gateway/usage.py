@@ -91,17 +91,13 @@ class Usage:
         pending, self._pending = self._pending, defaultdict(lambda: [0, 0, 0.0])
         if self._redis is None:
             for cell, values in pending.items():
-                kept = self._kept[cell]
-                for i, amount in enumerate(values):
-                    kept[i] += amount
+                _add(self._kept[cell], values)
             return
         try:
             await self._write(pending)
         except BaseException:
             for cell, values in pending.items():  # put back, to be retried
-                again = self._pending[cell]
-                for i, amount in enumerate(values):
-                    again[i] += amount
+                _add(self._pending[cell], values)
             raise
 
     async def _write(self, pending: dict[Cell, list[float]]) -> None:
@@ -123,9 +119,7 @@ class Usage:
         sums: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0, 0.0])
         for (team, cell_adapter), values in (await self._read(teams, hours)).items():
             if adapter is None or cell_adapter == adapter:
-                total = sums[(team, cell_adapter)]
-                for i, amount in enumerate(values):
-                    total[i] += amount
+                _add(sums[(team, cell_adapter)], values)
         return [
             UsageRow(team, name, int(v[0]), int(v[1]), round(v[2], 9))
             for (team, name), v in sorted(sums.items())
@@ -136,8 +130,7 @@ class Usage:
         if self._redis is None:
             for (hour, team, adapter), values in self._kept.items():
                 if team in teams and hour in hours:
-                    for i, amount in enumerate(values):
-                        found[(team, adapter)][i] += amount
+                    _add(found[(team, adapter)], values)
             return found
         async with self._redis.pipeline(transaction=False) as pipe:
             cells = [(team, hour) for team in teams for hour in hours]
@@ -149,6 +142,12 @@ class Usage:
                 name, _, kind = str(field).rpartition(" ")
                 found[(team, name)][_FIELDS.index(kind)] += float(amount)
         return found
+
+
+def _add(total: list[float], amounts: list[float]) -> None:
+    """Add a tally (input tokens, output tokens, cost) into another."""
+    for i, amount in enumerate(amounts):
+        total[i] += amount
 
 
 def _hours_since(since: datetime) -> list[str]:

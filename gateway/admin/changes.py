@@ -135,17 +135,21 @@ def put_mapping(registry: Registry, team_name: str | None, task: str, body: Mapp
     if team_name is not None:
         team(registry, team_name)
     new = Mapping(team=team_name, task=task, adapter=body.adapter, targets=body.targets)
-    old = next((m for m in registry.mappings if (m.team, m.task) == (team_name, task)), None)
+    old = _mapping(registry, team_name, task)
     others = tuple(m for m in registry.mappings if m is not old)
     return registry.model_copy(update={"mappings": (*others, new)}), public(old), public(new)
 
 
 def delete_mapping(registry: Registry, team_name: str | None, task: str) -> Edit:
-    old = next((m for m in registry.mappings if (m.team, m.task) == (team_name, task)), None)
+    old = _mapping(registry, team_name, task)
     if old is None:
         raise NotFound("No such mapping.")
     others = tuple(m for m in registry.mappings if m is not old)
     return registry.model_copy(update={"mappings": others}), public(old), None
+
+
+def _mapping(registry: Registry, team_name: str | None, task: str) -> Mapping | None:
+    return next((m for m in registry.mappings if (m.team, m.task) == (team_name, task)), None)
 
 
 def put_record(registry: Registry, section: str, new: Pool | Adapter) -> Edit:

@@ -41,7 +41,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.routing import Route
-from gateway.schemas import ChatRequest, CompletionRequest, Message
+from gateway.schemas import ChatRequest, CompletionRequest, Message, content_text
 
 _RETRY_SOON = {"Retry-After": "1"}
 _CLIENT_ERROR_PREFIXES = (
@@ -206,7 +206,7 @@ def _messages(messages: list[Message], fold: bool) -> list[dict[str, Any]]:
             message["role"] = "system"
     if not fold:
         return out
-    system = "\n\n".join(_text(m.get("content")) for m in out if m["role"] == "system")
+    system = "\n\n".join(content_text(m.get("content")) for m in out if m["role"] == "system")
     rest = [m for m in out if m["role"] != "system"]
     if not system:
         return rest
@@ -219,12 +219,6 @@ def _messages(messages: list[Message], fold: bool) -> list[dict[str, Any]]:
     else:
         first_user["content"] = f"{system}\n\n{content or ''}"
     return rest
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if p.get("type") == "text")
-    return content if isinstance(content, str) else ""
 
 
 def _response_format(value: dict[str, Any] | None) -> dict[str, Any] | None:
