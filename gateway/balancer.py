@@ -68,6 +68,7 @@ class Balancer:
         self._rng = rng or random.Random()  # noqa: S311 - load spreading, not secrecy
         self._clock = clock
         self._pools: dict[str, dict[str, Replica]] = {}
+        self._endpoints: dict[str, tuple[str, ...]] = {}
         self.missing: dict[str, frozenset[str]] = {}
         """Declared adapters a pool's replicas do not list as loaded (vLLM ``/v1/models``)."""
         self.resolved: dict[str, tuple[str, ...]] = {}
@@ -83,10 +84,11 @@ class Balancer:
         if pool.discovery == "dns" and self.resolved.get(pool.name):
             endpoints = self.resolved[pool.name]
         known = self._pools.setdefault(pool.name, {})
-        if known.keys() != set(endpoints):
+        if self._endpoints.get(pool.name) != endpoints:  # a tuple compare, usually identity
             self._pools[pool.name] = known = {
                 url: known.get(url) or Replica(url) for url in endpoints
             }
+            self._endpoints[pool.name] = endpoints
         return list(known.values())
 
     def pick(

@@ -17,6 +17,7 @@ import math
 import secrets
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Literal, Protocol
 
 from gateway.auth import Principal
@@ -30,6 +31,7 @@ LIMITER_VERSION = 1
 Kind = Literal["requests", "tokens"]
 
 
+@lru_cache(maxsize=16384)  # a few keys per team and key: computed once, not per request
 def team_key(team: str, *parts: str) -> str:
     """``lgw:{<team>}:<parts>``: the hash tag keeps one team's keys in one cluster slot.
 
