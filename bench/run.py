@@ -1,14 +1,17 @@
-"""Gateway overhead against talking to the upstream directly, on this machine.
+"""lora-gateway beside talking to the upstream directly and beside LiteLLM's proxy.
 
-    python bench/run.py [--seconds 5] [--out bench/results/latest.json]
+    python bench/run.py [--seconds 3] [--litellm PATH] [--kinds json,stream]
+                        [--delays 0,5] [--concurrency 1,16,64] [--out FILE]
 
-Starts Redis, a zero-delay TGI simulator and ``lora-gateway serve`` with its production
-settings (Redis registry and limiter, every limit of the team on; pinned to CPU 0 where
-``taskset`` exists; the simulator and this load generator share CPU 1, so "direct" is
-bounded by that one core too), then runs each
-scenario twice, direct and through the gateway: requests/s, latency p50/p99, time to
-first byte for streams, the gateway's CPU ms per request and its peak RSS. Loopback
-only; every scenario is bounded in time and in request count.
+Starts Redis, two TGI simulators (0 and 5 ms between tokens, 20-token answers) and
+``lora-gateway serve`` with its production settings (Redis registry and limiter with
+every limit of the team on, metrics on, tracing off), and LiteLLM's proxy (defaults, one
+worker) when a ``litellm`` executable is found (``--litellm``, else on PATH). The
+servers under test are pinned to CPU 0 where ``taskset`` exists; the simulators and
+this load generator share CPU 1. Each scenario (kind x upstream delay x concurrency)
+runs against every target in turn: requests/s, latency p50/p99, time to first token,
+what each adds to direct, the server's CPU ms per request and peak RSS. Loopback only;
+every run is bounded in time and in request count. Prints a markdown table, writes JSON.
 """
 
 from __future__ import annotations
@@ -19,239 +22,268 @@ import json
 import os
 import platform
 import shutil
-import statistics
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aiohttp
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.load import Process, Result, compare, load, result
 from gateway import keys
 from tests.integration.harness import free_port, wait_ready
 from tests.redis_servers import RedisProcess
 
-ADAPTER = "google-cloud-partnership/gemma-2-2b-it-lora-sql"
-MAX_REQUESTS = 200_000
+TOKENS = 20
 PROMPT = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen"
-
-
-@dataclass
-class Result:
-    scenario: str
-    target: str
-    concurrency: int
-    requests: int
-    errors: int
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    ttfb_p50_ms: float | None
-    cpu_ms_per_request: float | None = None
-    rss_mb: float | None = None
+# One pool per upstream delay, each serving its own adapter under its own task name.
+TASKS = {
+    0: ("sql", "google-cloud-partnership/gemma-2-2b-it-lora-sql"),
+    5: ("code", "google-cloud-partnership/gemma-2-2b-it-lora-magicoder"),
+}
+CLI = [sys.executable, "-m", "gateway.cli"]
 
 
 def _pinned(cpu: int, command: list[str]) -> list[str]:
     return ["taskset", "-c", str(cpu), *command] if shutil.which("taskset") else command
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+@contextmanager
+def _server(command: list[str], ready_url: str, log: Path, env: dict[str, str]) -> Iterator[int]:
+    """A server process until the block ends; its output drained to ``log`` (a full pipe
+    would stall it)."""
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, text=True
+        )
+        try:
+            wait_ready(ready_url, process, timeout=120)  # LiteLLM imports for a while
+            yield process.pid
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+def _simulator(port: int, adapter: str, delay_ms: int) -> list[str]:
+    command = [*CLI, "sim", "--port", str(port), "--lora-adapters", adapter]
+    command += ["--max-concurrent-requests", "100000", "--itl", str(delay_ms / 1000)]
+    return _pinned(1, command)
 
 
-async def _load(
-    url: str, headers: dict[str, str], body: dict[str, object], concurrency: int, seconds: float
-) -> tuple[list[float], list[float], int]:
-    latencies: list[float] = []
-    first_bytes: list[float] = []
-    errors = 0
-    deadline = time.monotonic() + seconds
-    payload = json.dumps(body).encode()
-    headers = {**headers, "Content-Type": "application/json"}
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def worker() -> None:
-            nonlocal errors
-            while time.monotonic() < deadline and len(latencies) + errors < MAX_REQUESTS:
-                start = time.perf_counter()
-                async with session.post(url, data=payload, headers=headers) as response:
-                    first = None
-                    async for _ in response.content.iter_any():
-                        first = first or time.perf_counter()
-                    if response.status != 200:
-                        errors += 1
-                        continue
-                latencies.append(time.perf_counter() - start)
-                first_bytes.append((first or time.perf_counter()) - start)
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies, first_bytes, errors
-
-
-def _result(
-    scenario: str,
-    target: str,
-    concurrency: int,
-    seconds: float,
-    run: tuple[list[float], list[float], int],
-    stream: bool,
-) -> Result:
-    latencies, first_bytes, errors = run
-    ms = sorted(x * 1000 for x in latencies) or [0.0]
-    return Result(
-        scenario,
-        target,
-        concurrency,
-        len(latencies),
-        errors,
-        round(len(latencies) / seconds, 1),
-        round(statistics.median(ms), 3),
-        round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 3),
-        round(statistics.median(first_bytes) * 1000, 3) if stream and first_bytes else None,
+def _policies(workdir: Path, sims: dict[int, int], key: keys.NewKey) -> Path:
+    pools = "\n".join(
+        f"  - {{name: paced-{delay}, base_model: google/gemma-2-2b-it, adapters: [{adapter}],"
+        f' endpoints: ["http://127.0.0.1:{sims[delay]}"], system_role: fold}}'
+        for delay, (_, adapter) in TASKS.items()
     )
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--out", type=Path, default=Path("bench/results/latest.json"))
-    args = parser.parse_args()
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(0, {1})  # the load generator stays off the gateway's CPU
-    sim_port, gw_port = free_port(), free_port()
-    pepper = "bench-pepper"
-    key = keys.mint(pepper.encode())
-    workdir = Path(tempfile.mkdtemp(prefix="lgw-bench-"))
-    (workdir / "policies.yaml").write_text(f"""
+    mappings = "\n".join(
+        f"  - {{team: bench, task: {task}, adapter: {adapter}}}" for task, adapter in TASKS.values()
+    )
+    path = workdir / "policies.yaml"
+    path.write_text(f"""
 pools:
-  - {{name: gemma, base_model: google/gemma-2-2b-it, adapters: [{ADAPTER}],
-      endpoints: ["http://127.0.0.1:{sim_port}"], system_role: fold}}
+{pools}
 teams:
   - name: bench
     limits: {{rpm: 100000000, tpm: 100000000000, concurrency: 100000}}
     keys: [{{id: {key.id}, name: bench, hash: {key.hash}}}]
 mappings:
-  - {{team: bench, task: sql, adapter: {ADAPTER}}}
+{mappings}
 """)
+    return workdir
+
+
+def _litellm_config(workdir: Path, sims: dict[int, int]) -> Path:
+    """LiteLLM's proxy on the same simulators, through their OpenAI-compatible route."""
+    models = "\n".join(
+        f"  - model_name: {task}\n    litellm_params:\n      model: openai/{adapter}\n"
+        f"      api_base: http://127.0.0.1:{sims[delay]}/v1\n      api_key: none"
+        for delay, (task, adapter) in TASKS.items()
+    )
+    path = workdir / "litellm.yaml"
+    path.write_text(f"model_list:\n{models}\n")
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per target and scenario")
+    parser.add_argument("--litellm", default=shutil.which("litellm"), help="its executable")
+    parser.add_argument("--kinds", default="json,stream")
+    parser.add_argument("--delays", default="0,5", help="ms between tokens upstream")
+    parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/latest.json"))
+    parser.add_argument("--py-spy", help="py-spy executable: profile the gateway per scenario")
+    args = parser.parse_args()
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {1})  # the load generator stays off the servers' CPU
+    scenarios = [
+        (kind, int(delay), int(c))
+        for kind in args.kinds.split(",")
+        for delay in args.delays.split(",")
+        for c in args.concurrency.split(",")
+    ]
+    workdir = Path(tempfile.mkdtemp(prefix="lgw-bench-"))
+    pepper = "bench-pepper"
+    key = keys.mint(pepper.encode())
+    sims = {delay: free_port() for delay in TASKS}
+    gw_port, litellm_port = free_port(), free_port()
     redis_server = RedisProcess()
-    cli = [sys.executable, "-m", "gateway.cli"]
-    sim = subprocess.Popen(
-        _pinned(
-            1,
-            [
-                *cli,
-                "sim",
-                "--port",
-                str(sim_port),
-                "--lora-adapters",
-                ADAPTER,
-                "--max-concurrent-requests",
-                "100000",
-            ],
-        ),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    env = {
-        **os.environ,
-        "LGW_POLICIES": str(workdir),
-        "LGW_KEY_PEPPER": pepper,
-        "LGW_PORT": str(gw_port),
-        "LGW_ADMIN_PORT": str(free_port()),
-        "LGW_HOST": "127.0.0.1",
-        "LGW_REDIS_URL": redis_server.url,  # production settings: the Redis limiter on
-    }
-    log = (workdir / "gateway.log").open("w")  # drained: a full pipe would stall logging
-    gateway = subprocess.Popen(
-        _pinned(0, [*cli, "serve"]), env=env, stdout=log, stderr=subprocess.STDOUT, text=True
-    )
-    results: list[Result] = []
-    try:
-        wait_ready(f"http://127.0.0.1:{sim_port}/health", sim)
-        wait_ready(f"http://127.0.0.1:{gw_port}/readyz", gateway)
-        results = asyncio.run(
-            _scenarios(sim_port, gw_port, key.plaintext, gateway.pid, args.seconds)
+    with ExitStack() as stack:
+        stack.callback(redis_server.stop)
+        for delay, port in sims.items():
+            command = _simulator(port, TASKS[delay][1], delay)
+            ready, log = f"http://127.0.0.1:{port}/health", workdir / f"sim-{delay}.log"
+            stack.enter_context(_server(command, ready, log, {**os.environ}))
+        env = {
+            **os.environ,
+            "LGW_POLICIES": str(_policies(workdir, sims, key)),
+            "LGW_KEY_PEPPER": pepper,
+            "LGW_PORT": str(gw_port),
+            "LGW_ADMIN_PORT": str(free_port()),
+            "LGW_HOST": "127.0.0.1",
+            "LGW_REDIS_URL": redis_server.url,  # production settings: the Redis limiter on
+        }
+        gateway = stack.enter_context(
+            _server(
+                _pinned(0, [*CLI, "serve"]),
+                f"http://127.0.0.1:{gw_port}/readyz",
+                workdir / "gateway.log",
+                env,
+            )
         )
-    finally:
-        for process in (gateway, sim):
-            process.terminate()
-            process.wait(timeout=30)
-        redis_server.stop()
-        log.close()
-    _report(results, args.out)
+        targets = {"gateway": (gw_port, {"Authorization": f"Bearer {key.plaintext}"}, gateway)}
+        if args.litellm:
+            master = f"sk-{os.urandom(16).hex()}"  # it refuses to start without one
+            litellm = stack.enter_context(
+                _litellm(args.litellm, workdir, sims, litellm_port, master)
+            )
+            targets["litellm"] = (litellm_port, {"Authorization": f"Bearer {master}"}, litellm)
+        idle = {name: _idle_cpu_ms_per_s(pid) for name, (_, _, pid) in targets.items()}
+        profiler = (args.py_spy, args.out.parent / "profiles") if args.py_spy else None
+        results = asyncio.run(_scenarios(scenarios, sims, targets, args.seconds, profiler))
+    _report(results, args.out, args.seconds, idle)
     return 0
 
 
+@contextmanager
+def _litellm(
+    executable: str, workdir: Path, sims: dict[int, int], port: int, master_key: str
+) -> Iterator[int]:
+    env = {
+        **os.environ,
+        "LITELLM_MASTER_KEY": master_key,
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # loopback only: no cost map download
+        "LITELLM_TELEMETRY": "False",
+    }
+    command = [executable, "--config", str(_litellm_config(workdir, sims))]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
+    with _server(
+        _pinned(0, command),
+        f"http://127.0.0.1:{port}/health/liveliness",
+        workdir / "litellm.log",
+        env,
+    ) as pid:
+        yield pid
+
+
 async def _scenarios(
-    sim_port: int, gw_port: int, key: str, gateway_pid: int, seconds: float
+    scenarios: list[tuple[str, int, int]],
+    sims: dict[int, int],
+    targets: dict[str, tuple[int, dict[str, str], int]],
+    seconds: float,
+    profiler: tuple[str, Path] | None,
 ) -> list[Result]:
     results = []
     messages = [{"role": "user", "content": PROMPT}]
-    for stream in (False, True):
-        for concurrency in (1, 16, 64):
-            name = f"{'stream' if stream else 'json'} 16 tokens"
-            direct = {"model": ADAPTER, "messages": messages, "max_tokens": 16, "stream": stream}
-            run = await _load(
-                f"http://127.0.0.1:{sim_port}/v1/chat/completions", {}, direct, concurrency, seconds
-            )
-            results.append(_result(name, "direct", concurrency, seconds, run, stream))
-            cpu_before = _cpu_seconds(gateway_pid)
-            via = {**direct, "model": "sql"}
-            run = await _load(
-                f"http://127.0.0.1:{gw_port}/v1/chat/completions",
-                {"Authorization": f"Bearer {key}"},
-                via,
-                concurrency,
-                seconds,
-            )
-            result = _result(name, "gateway", concurrency, seconds, run, stream)
-            cpu = _cpu_seconds(gateway_pid) - cpu_before
-            result.cpu_ms_per_request = round(cpu * 1000 / max(1, result.requests), 3)
-            result.rss_mb = round(_rss_mb(gateway_pid), 1)
-            results.append(result)
+    for key in scenarios:
+        kind, delay, concurrency = key
+        task, adapter = TASKS[delay]
+        body = {"messages": messages, "max_tokens": TOKENS, "stream": kind == "stream"}
+        url = f"http://127.0.0.1:{sims[delay]}/v1/chat/completions"
+        run = await load(url, {}, {**body, "model": adapter}, concurrency, seconds)
+        direct = result(key, "direct", run)
+        results.append(direct)
+        for target, (port, headers, pid) in targets.items():
+            server = Process(pid)
+            cpu_before = server.cpu_seconds()
+            url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            with _profiled(profiler, pid, f"{target}-{kind}-{delay}ms-c{concurrency}"):
+                run = await load(url, headers, {**body, "model": task}, concurrency, seconds)
+            measured = result(key, target, run)
+            compare(measured, direct)
+            cpu_ms = (server.cpu_seconds() - cpu_before) * 1000
+            measured.cpu_ms_per_request = round(cpu_ms / max(1, measured.requests), 3)
+            measured.rss_mb = round(server.peak_rss_mb(), 1)
+            results.append(measured)
     return results
 
 
-def _report(results: list[Result], out: Path) -> None:
+def _idle_cpu_ms_per_s(pid: int, seconds: float = 2.0) -> float:
+    """What a server burns doing nothing (probes, polls, flushes): CPU ms per second."""
+    server = Process(pid)
+    before = server.cpu_seconds()
+    time.sleep(seconds)
+    return round((server.cpu_seconds() - before) * 1000 / seconds, 1)
+
+
+@contextmanager
+def _profiled(profiler: tuple[str, Path] | None, pid: int, name: str) -> Iterator[None]:
+    """py-spy samples ``pid`` meanwhile, into collapsed stacks (``bench/profile.py``)."""
+    if profiler is None:
+        yield
+        return
+    py_spy, into = profiler
+    into.mkdir(parents=True, exist_ok=True)
+    command = [py_spy, "record", "--pid", str(pid), "--format", "raw", "--nonblocking"]
+    command += ["--rate", "1000"]
+    sampler = subprocess.Popen(
+        [*command, "--output", str(into / f"{name}.txt")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        sampler.send_signal(signal.SIGINT)  # it writes its output on SIGINT
+        sampler.wait(timeout=30)
+
+
+def _cell(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return ""
+    return f"{value:+.2f}" if signed else f"{value:g}"
+
+
+def _report(results: list[Result], out: Path, seconds: float, idle: dict[str, float]) -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        f"{when}; {machine}",
+        f"{when}; {machine}; {seconds:g} s per row; {TOKENS}-token answers",
         "",
-        "| scenario | c | target | req/s | p50 ms | p99 ms | TTFB p50 ms | "
-        "added p50 ms | gw CPU ms/req | gw peak RSS MB |",
-        "|---" * 10 + "|",
+        "Idle CPU ms/s: " + ", ".join(f"{name} {ms:g}" for name, ms in idle.items()),
+        "",
+        "| kind | delay ms | c | target | req/s | p50 ms | p99 ms | TTFT p50 ms | "
+        "added p50 | added p99 | added TTFT | CPU ms/req | peak RSS MB | errors |",
+        "|---" * 14 + "|",
     ]
-    direct = {(r.scenario, r.concurrency): r for r in results if r.target == "direct"}
     for r in results:
-        base = direct[(r.scenario, r.concurrency)]
-        added = "" if r.target == "direct" else f"{r.p50_ms - base.p50_ms:+.3f}"
         lines.append(
-            f"| {r.scenario} | {r.concurrency} | {r.target} | {r.rps} | {r.p50_ms} | "
-            f"{r.p99_ms} | {r.ttfb_p50_ms or ''} | {added} | "
-            f"{r.cpu_ms_per_request or ''} | {r.rss_mb or ''} |"
+            f"| {r.scenario} | {r.delay_ms} | {r.concurrency} | {r.target} | {r.rps:g} | "
+            f"{r.p50_ms:g} | {r.p99_ms:g} | {_cell(r.ttft_p50_ms)} | "
+            f"{_cell(r.added_p50_ms, True)} | {_cell(r.added_p99_ms, True)} | "
+            f"{_cell(r.added_ttft_ms, True)} | {_cell(r.cpu_ms_per_request)} | "
+            f"{_cell(r.rss_mb)} | {r.errors or ''} |"
         )
     print("\n".join(lines))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {"when": when, "machine": machine, "results": [asdict(r) for r in results]}, indent=2
-        )
-    )
+    document = {"when": when, "machine": machine, "seconds": seconds, "idle_cpu_ms_per_s": idle}
+    out.write_text(json.dumps({**document, "results": [asdict(r) for r in results]}, indent=2))
 
 
 if __name__ == "__main__":

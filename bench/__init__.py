@@ -1,0 +1,1 @@
+"""Benchmarks: ``python bench/run.py`` and friends (see the README, Performance)."""
