@@ -1,7 +1,8 @@
 """The admission control of ``ratelimit.py`` in Redis, shared by every replica.
 
 One script call per request (``lua/admit.lua``), one after it (``lua/settle.lua``), and
-one renewal per lease period for whatever is still running. Redis failures never hang a
+one renewal per lease period for whatever is still running; the calls of concurrent
+requests share pipelines (``redis_batch.py``). Redis failures never hang a
 request: short timeouts, no retry storm, a circuit breaker, then the team's policy:
 ``fail_open`` admits through this replica's in-memory limiter, ``fail_closed`` answers 503.
 """
@@ -11,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from importlib.resources import files
 from typing import Any
 
-from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError
 
 from gateway.auth import Principal
@@ -32,10 +32,10 @@ from gateway.ratelimit import (
     rate_headers,
     refused,
 )
+from gateway.redis_batch import RedisClient, Script, ScriptCalls
 
 log = logging.getLogger("gateway.ratelimit")
 FAILURES = (RedisError, OSError, asyncio.TimeoutError)
-RedisClient = Redis | RedisCluster
 
 
 def _script(name: str) -> str:
@@ -98,31 +98,35 @@ class RedisLimiter:
         metrics: Metrics | None = None,
     ) -> None:
         self._redis = redis
-        self._admit = redis.register_script(_script("admit.lua"))
-        self._settle = redis.register_script(_script("settle.lua"))
-        self._renew = redis.register_script(_script("renew.lua"))
+        self._calls = ScriptCalls(redis)
+        self._admit = self._calls.register(_script("admit.lua"))
+        self._settle = self._calls.register(_script("settle.lua"))
+        self._renew = self._calls.register(_script("renew.lua"))
         self._lease_ms = int(lease_seconds * 1000)
         self.breaker = breaker
         self.metrics = metrics or Metrics()
         self.metrics.limiter_breaker_open.set_function(lambda: float(breaker.state == "open"))
         self.local = MemoryLimiter(self.metrics)
         self._active: set[Grant] = set()
-        self._background: set[asyncio.Task[Any]] = set()
         self._keeper = asyncio.get_running_loop().create_task(self._keep_leases(lease_seconds))
 
     async def warm(self) -> None:
         """Open a connection and load the scripts before the first request needs them."""
         for script in (self._admit, self._settle, self._renew):
-            await self._redis.script_load(script.script)
+            await self._calls.load(script)
 
     async def admit(self, principal: Principal, tokens: int) -> Grant:
         plan = plan_for(principal)
         if plan.empty:
             return Grant(plan, "", tokens, {})
         lease = new_lease()
-        decision = await self._guarded(lambda: self._decide(plan, tokens, lease))
-        if decision is None:
+        started = time.perf_counter()
+        reply = await self._guarded(self._admit, *self._admission(plan, tokens, lease))
+        if reply is None:
             return self._fallback(principal, plan, tokens, lease)
+        self.metrics.admission.observe(time.perf_counter() - started)
+        pairs = tuple((int(reply[i]), int(reply[i + 1])) for i in range(3, len(reply), 2))
+        decision = Decision(bool(reply[0]), int(reply[1]) - 1, int(reply[2]), pairs)
         if not decision.admitted:
             raise refused(plan, decision, tokens, self.metrics)
         grant = Grant(plan, lease, tokens, rate_headers(plan, decision))
@@ -130,17 +134,14 @@ class RedisLimiter:
             self._active.add(grant)
         return grant
 
-    async def _decide(self, plan: Plan, tokens: int, lease: str) -> Decision:
+    def _admission(self, plan: Plan, tokens: int, lease: str) -> tuple[list[str], list[Any]]:
+        """admit.lua's keys and arguments."""
         keys = [b.key for b in plan.buckets] + [key for key, _ in plan.lease_sets]
         args: list[Any] = [len(plan.buckets), len(plan.lease_sets), lease, self._lease_ms]
         for bucket, cost in zip(plan.buckets, costs(plan, tokens), strict=True):
             args += [bucket.capacity, cost]
         args += [limit for _, limit in plan.lease_sets]
-        started = time.perf_counter()
-        reply = await self._admit(keys=keys, args=args)
-        self.metrics.admission.observe(time.perf_counter() - started)
-        pairs = tuple((int(reply[i]), int(reply[i + 1])) for i in range(3, len(reply), 2))
-        return Decision(bool(reply[0]), int(reply[1]) - 1, int(reply[2]), pairs)
+        return keys, args
 
     def _fallback(self, principal: Principal, plan: Plan, tokens: int, lease: str) -> Grant:
         policy = principal.team.on_limiter_failure
@@ -158,54 +159,83 @@ class RedisLimiter:
         return grant
 
     async def settle(self, grant: Grant, used_tokens: int) -> None:
+        settlement = self._settlement(grant, used_tokens)
+        if settlement is not None:
+            await self._guarded(self._settle, *settlement)
+
+    def settle_soon(self, grant: Grant, used_tokens: int) -> None:
+        """Settle in the background: runs even when the request's task is cancelled."""
+        settlement = self._settlement(grant, used_tokens)
+        if settlement is not None and self._allowed():
+            reply = self._calls.call(self._settle, *settlement)
+            reply.add_done_callback(self._observe)
+
+    def _settlement(self, grant: Grant, used_tokens: int) -> tuple[list[str], list[Any]] | None:
+        """Mark ``grant`` settled; settle.lua's keys and arguments if Redis holds it."""
         if grant.settled or grant.plan.empty:
-            return
+            return None
         grant.settled = True
         self._active.discard(grant)
         if grant.local:
             self.local.refund(grant, used_tokens)
-            return
+            return None
         token_buckets = [b for b in grant.plan.buckets if b.kind == "tokens"]
         keys = [b.key for b in token_buckets] + [key for key, _ in grant.plan.lease_sets]
         args: list[Any] = [len(token_buckets), len(grant.plan.lease_sets), grant.lease]
         for bucket in token_buckets:
             args += [bucket.capacity, grant.reserved_tokens - used_tokens]
-        await self._guarded(lambda: self._settle(keys=keys, args=args))
+        return keys, args
 
-    def settle_soon(self, grant: Grant, used_tokens: int) -> None:
-        """Settle in the background: runs even when the request's task is cancelled."""
-        task = asyncio.get_running_loop().create_task(self.settle(grant, used_tokens))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _guarded(self, call: Callable[[], Awaitable[Any]]) -> Any:
-        """``call()``'s result, or ``None`` when Redis failed or the breaker is open."""
-        if not self.breaker.allows():
-            self.metrics.limiter_errors.labels("breaker_open").inc()
+    async def _guarded(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        """The script's reply, or ``None`` when Redis failed or the breaker is open."""
+        if not self._allowed():
             return None
         try:
-            result = await call()
+            reply = await self._calls.call(script, keys, args)
         except FAILURES as exc:
-            self.breaker.failed()
-            self.metrics.limiter_errors.labels(_reason(exc)).inc()
-            log.warning("redis limiter call failed: %s", type(exc).__name__)
+            self._failed(exc)
             return None
         self.breaker.succeeded()
-        return result
+        return reply
+
+    def _allowed(self) -> bool:
+        if self.breaker.allows():
+            return True
+        self.metrics.limiter_errors.labels("breaker_open").inc()
+        return False
+
+    def _observe(self, reply: asyncio.Future[Any]) -> None:
+        """The breaker's view of a call nobody waits for."""
+        if reply.cancelled():
+            return
+        exc = reply.exception()
+        if exc is None:
+            self.breaker.succeeded()
+        elif isinstance(exc, FAILURES):
+            self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.breaker.failed()
+        self.metrics.limiter_errors.labels(_reason(exc)).inc()
+        log.warning("redis limiter call failed: %s", type(exc).__name__)
 
     async def _keep_leases(self, lease_seconds: float) -> None:
-        """Renew the leases of running requests a few times per lease period."""
+        """Renew the leases of running requests a few times per lease period (the
+        renewals of one round share one pipeline)."""
         while True:
             await asyncio.sleep(lease_seconds / 3)
             running = [g for g in self._active if not g.local]
-            await asyncio.gather(*(self._guarded(self._renewal(g)) for g in running))
+            await asyncio.gather(*(self._guarded(self._renew, *self._renewal(g)) for g in running))
 
-    def _renewal(self, grant: Grant) -> Callable[[], Awaitable[Any]]:
+    def _renewal(self, grant: Grant) -> tuple[list[str], list[Any]]:
         keys = [key for key, _ in grant.plan.lease_sets]
-        return lambda: self._renew(keys=keys, args=[grant.lease, self._lease_ms])
+        return keys, [grant.lease, self._lease_ms]
 
     async def close(self) -> None:
         self._keeper.cancel()
-        if self._background:
-            await asyncio.wait(self._background, timeout=5)
+        try:
+            async with asyncio.timeout(5):
+                await self._calls.drain()
+        except TimeoutError:
+            log.warning("redis limiter: settlements still pending at shutdown")
         await self._redis.aclose()

@@ -3,6 +3,7 @@ three-node Redis Cluster: the same tests, the same semantics."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -197,3 +198,90 @@ def test_every_limiter_key_has_a_ttl(shared_limiter: Harness) -> None:
     ttls = limiter.ttls()
     assert len(ttls) == 5
     assert all(ttl > 0 for ttl in ttls.values()), ttls
+
+
+def _admit_together(limiter: Harness, callers: list[Principal]) -> list[Grant | RateLimited]:
+    """Every caller's admission started in the same event-loop turn."""
+
+    async def together() -> list[Grant | RateLimited]:
+        replies = await asyncio.gather(
+            *(limiter.limiter.admit(caller, 10) for caller in callers), return_exceptions=True
+        )
+        for reply in replies:
+            if not isinstance(reply, Grant | RateLimited):
+                raise reply
+        return list(replies)  # type: ignore[arg-type]
+
+    return limiter.loop.run(together())
+
+
+def test_admissions_made_together_each_get_their_own_answer(limiter: Harness) -> None:
+    teams = ["analytics", "devtools", "support"]  # three slots in a cluster
+    callers = [principal(t, team_limits=Limits(concurrency=4)) for t in teams for _ in range(10)]
+    outcomes = _admit_together(limiter, callers)
+    for index, team in enumerate(teams):
+        mine = outcomes[index * 10 : index * 10 + 10]
+        assert sum(isinstance(o, Grant) for o in mine) == 4, team
+        assert all(isinstance(o, RateLimited) for o in mine[4:]), team
+    grants = [o for o in outcomes if isinstance(o, Grant)]
+
+    async def settle_together() -> None:
+        await asyncio.gather(*(limiter.limiter.settle(grant, 5) for grant in grants))
+
+    limiter.loop.run(settle_together())
+    again = _admit_together(limiter, callers[::10])  # the settlements freed the slots
+    assert all(isinstance(o, Grant) for o in again)
+
+
+def test_admissions_made_together_share_a_connection(shared_limiter: Harness) -> None:
+    callers = [principal(team_limits=Limits(rpm=1000)) for _ in range(50)]
+    client = _sync_client(shared_limiter)
+    try:
+        before = _connections_received(client)
+        outcomes = _admit_together(shared_limiter, callers)
+        opened = _connections_received(client) - before
+    finally:
+        client.close()
+    assert all(isinstance(o, Grant) for o in outcomes)
+    assert opened <= (3 if shared_limiter.cluster else 1)  # one pipeline per node at most
+
+
+def test_a_script_lost_under_a_batch_is_loaded_again(shared_limiter: Harness) -> None:
+    callers = [principal(team_limits=Limits(rpm=1000)) for _ in range(20)]
+    _admit_together(shared_limiter, callers)  # loads the scripts
+    client = _sync_client(shared_limiter)
+    try:
+        client.script_flush()
+    finally:
+        client.close()
+    outcomes = _admit_together(shared_limiter, callers)
+    assert all(isinstance(o, Grant) for o in outcomes)
+    key = limiter_key("analytics", "team", "rpm")
+    assert shared_limiter.used(key) == 40  # every admission debited once: none lost or doubled
+    assert limiter_errors(shared_limiter) == 0
+
+
+def _sync_client(limiter: Harness) -> Any:
+    assert limiter.url is not None
+    if limiter.cluster:
+        return redis.RedisCluster.from_url(limiter.url)
+    return redis.Redis.from_url(limiter.url)
+
+
+def _connections_received(client: Any) -> int:
+    if isinstance(client, redis.RedisCluster):  # one dict per node
+        stats = client.info("stats", target_nodes=redis.RedisCluster.PRIMARIES)
+        return sum(int(node["total_connections_received"]) for node in stats.values())
+    return int(client.info("stats")["total_connections_received"])
+
+
+def limiter_errors(limiter: Harness) -> float:
+    assert isinstance(limiter.limiter, RedisLimiter)
+    registry = limiter.limiter.metrics.registry
+    return sum(
+        sample.value
+        for metric in registry.collect()
+        if metric.name == "lgw_limiter_errors"
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )
