@@ -9,13 +9,20 @@ what the team's logging policy allows.
 
 from __future__ import annotations
 
-import json
+import atexit
 import logging
+import queue
 import re
 import sys
-from typing import Any
+import threading
+from collections.abc import Callable
+from typing import Any, TextIO
+
+import msgspec
 
 log = logging.getLogger("gateway.requests")
+QUEUE_LINES = 50_000
+"""Lines waiting for the writer thread; beyond that they are dropped, never waited for."""
 
 _MASKS = (
     ("email", re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")),
@@ -33,14 +40,58 @@ _MASKS = (
 )
 
 
-def to_stdout() -> None:
-    """Write request lines to standard output as bare JSON lines (one per request), apart
-    from the service's own diagnostics (standard error)."""
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+class _LineWriter(logging.Handler):
+    """Hands each line to a writer thread; when that thread lags (stdout stalled), drops
+    lines and says so on stderr rather than block the event loop."""
+
+    def __init__(self, stream: TextIO, capacity: int) -> None:
+        super().__init__()
+        self.dropped = 0
+        self._stream = stream
+        self._lines: queue.Queue[str | None] = queue.Queue(capacity)
+        self._thread = threading.Thread(target=self._write, name="request-log", daemon=True)
+        self._thread.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._lines.put_nowait(record.getMessage())
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped % 1000 == 1:
+                print(f"request log: stdout lags, {self.dropped} lines dropped", file=sys.stderr)
+
+    def _write(self) -> None:
+        stopping = False
+        while not stopping:
+            batch = [self._lines.get()]
+            while len(batch) < 1000 and not self._lines.empty():  # one write for a burst
+                batch.append(self._lines.get_nowait())
+            if None in batch:  # the stop mark: nothing is queued after it
+                stopping = True
+                batch.remove(None)
+            if batch:
+                self._stream.write("\n".join(batch) + "\n")  # type: ignore[arg-type]
+                self._stream.flush()
+
+    def close(self) -> None:
+        """Write what is queued, then stop the thread."""
+        if self._thread.is_alive():
+            self._lines.put(None)
+            self._thread.join()
+        super().close()
+
+
+def to_stdout(stream: TextIO | None = None, capacity: int = QUEUE_LINES) -> Callable[[], None]:
+    """Write request lines to standard output (or ``stream``) as bare JSON lines, one
+    per request, apart from the service's own diagnostics (standard error). A thread of
+    their own writes them: the event loop never waits for a pipe. Returns ``stop``, which
+    writes what is still queued (also run at exit)."""
+    handler = _LineWriter(stream or sys.stdout, capacity)
+    atexit.register(handler.close)
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
     log.propagate = False
+    return handler.close
 
 
 def redact(text: str) -> str:
@@ -62,4 +113,7 @@ def emit(policy: str, record: dict[str, Any], prompt: str | None, completion: st
     if wants_content(policy):
         clean = redact if policy == "redacted" else str
         record = {**record, "prompt": clean(prompt or ""), "completion": clean(completion or "")}
-    log.info(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
+    log.info(_encode(record).decode())
+
+
+_encode = msgspec.json.Encoder().encode

@@ -229,21 +229,33 @@ def _used(usage: Usage | None, asked: Asked, relayed: int) -> tuple[int, int]:
 
 async def _unless_disconnected(request: AnyRequest, work: Awaitable[T]) -> T:
     """``work``'s result, or ``ClientDisconnected`` (and ``work`` cancelled) if the client
-    hangs up first: an abandoned request must not keep a GPU busy."""
-    task = asyncio.ensure_future(work)
+    hangs up first: an abandoned request must not keep a GPU busy.
+
+    ``work`` runs in this task (a task of its own would cost every request); a watcher
+    task cancels this one when the client leaves.
+    """
+    current = asyncio.current_task()
+    assert current is not None
+    watching, hung_up = True, False
+
+    def hang_up(watcher: asyncio.Task[None]) -> None:
+        nonlocal hung_up
+        # The callback may run after ``work`` is over: then it must not cancel anything.
+        if watching and not watcher.cancelled() and watcher.exception() is None:
+            hung_up = True
+            current.cancel()
+
     watcher = asyncio.ensure_future(_disconnect(request))
+    watcher.add_done_callback(hang_up)
     try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        task.cancel()
+        return await work
+    except asyncio.CancelledError:
+        if hung_up and current.uncancel() == 0:  # our cancellation, not the server's
+            raise ClientDisconnected("The client closed the connection.") from None
         raise
     finally:
+        watching = False
         watcher.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    raise ClientDisconnected("The client closed the connection.")
 
 
 async def _disconnect(request: AnyRequest) -> None:
