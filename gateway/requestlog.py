@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
-import msgspec
+from gateway.jsonio import dumps
 
 log = logging.getLogger("gateway.requests")
 QUEUE_LINES = 50_000
@@ -113,7 +113,4 @@ def emit(policy: str, record: dict[str, Any], prompt: str | None, completion: st
     if wants_content(policy):
         clean = redact if policy == "redacted" else str
         record = {**record, "prompt": clean(prompt or ""), "completion": clean(completion or "")}
-    log.info(_encode(record).decode())
-
-
-_encode = msgspec.json.Encoder().encode
+    log.info(dumps(record).decode())

@@ -42,6 +42,7 @@ def plane_server(app: Litestar, host: str, port: int, grace: float) -> PlaneServ
         http="httptools",
         lifespan="on",
         access_log=False,
+        log_config=None,  # the CLI configured logging (uvicorn's would close our handlers)
         log_level="warning",
         timeout_graceful_shutdown=int(grace),
         server_header=False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +47,12 @@ def test_demo_serves_every_team_and_stops_cleanly_on_sigterm(demo: Demo) -> None
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output
+    logged = [json.loads(line) for line in output.splitlines() if line.startswith('{"request_id"')]
+    assert [(r["task"], r["stream"], r["outcome"]) for r in logged] == [
+        ("sql", False, "ok"),
+        ("sql", True, "ok"),
+        ("other", False, "model_not_found"),  # an unmapped name is never echoed
+    ]  # one line per request, all written out before the process ended
     simulator = next(line for line in output.splitlines() if "simulated TGI pool" in line)
     sim_port = int(simulator.split("http://127.0.0.1:")[1].split(" ")[0])
     with pytest.raises(httpx.ConnectError):  # the simulator stopped with the gateway

@@ -1,0 +1,59 @@
+"""Request lines leave through a thread of their own: a stdout nobody reads costs the
+event loop nothing (lines are dropped and counted), and what is read is one JSON object
+per line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from gateway import requestlog
+
+
+@pytest.fixture
+def restore_logger() -> Iterator[None]:
+    handlers, level, propagate = requestlog.log.handlers[:], requestlog.log.level, True
+    yield
+    requestlog.log.handlers[:] = handlers
+    requestlog.log.setLevel(level)
+    requestlog.log.propagate = propagate
+
+
+def test_a_stalled_stdout_drops_lines_instead_of_blocking(restore_logger: None) -> None:
+    read_end, write_end = os.pipe()
+    stalled = os.fdopen(write_end, "w")
+    stop = requestlog.to_stdout(stalled, capacity=100)
+    record = {"request_id": "r", "team": "analytics", "outcome": "ok"}
+    sent = 20_000  # ~1 MB: far more than the pipe and the queue hold; nobody reads yet
+    for _ in range(sent):
+        requestlog.emit("metadata", record, None, None)
+    dropped = getattr(requestlog.log.handlers[0], "dropped", 0)
+    assert dropped > 0
+
+    def finish() -> None:
+        stop()  # writes what is queued (as the reader below drains the pipe)
+        stalled.close()
+
+    closer = threading.Thread(target=finish)
+    closer.start()
+    with os.fdopen(read_end, "rb") as reader:
+        lines = reader.read().splitlines()
+    closer.join()
+    assert all(json.loads(line) == record for line in lines)  # whole lines only
+    assert len(lines) + dropped == sent  # every line written or counted as dropped
+
+
+def test_lines_are_compact_json_with_content_only_where_allowed(
+    restore_logger: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.requests")
+    requestlog.emit("metadata", {"team": "é"}, "my prompt", "answer")
+    requestlog.emit("redacted", {"team": "a"}, "mail me: a@b.io", "ok")
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.requests"]
+    assert lines[0] == '{"team":"é"}'
+    assert json.loads(lines[1])["prompt"] == "mail me: [REDACTED:email]"
