@@ -28,8 +28,9 @@ never a traceback, an upstream URL, a key or another team's name.
 
 from __future__ import annotations
 
-import json
 from typing import ClassVar
+
+from gateway.jsonio import dumps
 
 
 class GatewayError(Exception):
@@ -64,7 +65,7 @@ class GatewayError(Exception):
 
     def to_json(self) -> bytes:
         """The envelope as compact JSON bytes."""
-        return json.dumps(self.to_body(), separators=(",", ":")).encode()
+        return dumps(self.to_body())
 
 
 class InvalidRequest(GatewayError):

@@ -8,18 +8,14 @@ client asked for it.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.jsonio import dumps, loads
+
 _MODEL_FIELD = re.compile(rb'"model":"(?:[^"\\]|\\.)*"')
 _ID_FIELD = re.compile(rb'"id":"(?:[^"\\]|\\.)*"')
-
-
-def dumps(value: Any) -> bytes:
-    """Compact JSON bytes."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +75,7 @@ class ChunkRewriter:
         return out
 
     def _rewrite_final(self, payload: bytes) -> bytes | None:
-        chunk = json.loads(payload)
+        chunk = loads(payload)
         for choice in chunk.get("choices") or ():
             clean_choice(choice, self._stop, streaming_tools=self._tool_calls)
         usage = Usage.from_json(chunk.get("usage"))
@@ -95,7 +91,7 @@ class ChunkRewriter:
 def text_of(body: bytes) -> str:
     """The generated text in an OpenAI response or chunk (chat or legacy completion)."""
     try:
-        choices = json.loads(body).get("choices") or []
+        choices = loads(body).get("choices") or []
     except (ValueError, AttributeError):
         return ""
     parts = []

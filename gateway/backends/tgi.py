@@ -28,10 +28,9 @@ The response-side fixes live in ``responses.py``, shared with the vLLM dialect.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from gateway.backends.responses import ChunkRewriter, Usage, clean_choice, dumps
+from gateway.backends.responses import ChunkRewriter, Usage, clean_choice
 from gateway.errors import (
     GatewayError,
     InvalidRequest,
@@ -40,6 +39,7 @@ from gateway.errors import (
     UpstreamOverloaded,
     UpstreamUnavailable,
 )
+from gateway.jsonio import dumps, loads
 from gateway.routing import Route
 from gateway.schemas import ChatRequest, CompletionRequest, Message, content_text
 
@@ -120,7 +120,7 @@ class TGIDialect:
     ) -> tuple[bytes, Usage | None]:
         """A non-streamed chat or completion body made clean OpenAI, and its usage."""
         try:
-            body = json.loads(raw)
+            body = loads(raw)
             choices = body["choices"]
         except (ValueError, KeyError, TypeError):
             raise UpstreamError("The model backend returned a malformed response.") from None
@@ -165,7 +165,7 @@ class TGIDialect:
     def event_error(self, payload: bytes) -> GatewayError:
         """The gateway error for an in-stream error event (§4, both shapes)."""
         try:
-            error = json.loads(payload)["error"]
+            error = loads(payload)["error"]
         except (ValueError, KeyError, TypeError):
             return UpstreamError("The model backend sent a malformed error.")
         message = error.get("message") if isinstance(error, dict) else error
@@ -248,7 +248,7 @@ def _response_format(value: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def _message_of(raw: bytes) -> str:
     try:
-        body = json.loads(raw)
+        body = loads(raw)
         message = (body.get("error") or body.get("message")) if isinstance(body, dict) else None
     except ValueError:
         message = raw.decode("utf-8", "replace")
