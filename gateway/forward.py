@@ -103,7 +103,8 @@ async def relay(
     on_first: Callable[[], None],
     on_end: Callable[[int, str], None],
 ) -> AsyncIterator[bytes]:
-    """The client's SSE bytes, chunk by chunk as they arrive, ending in ``[DONE]``.
+    """The client's SSE bytes as they arrive, ending in ``[DONE]``: the events of one
+    upstream read leave together, and nothing waits for the next read.
 
     Closing this generator early (the client left) drops the upstream connection.
     ``on_first()`` runs as the first chunk leaves; ``on_end(chunks relayed, outcome)``
@@ -111,40 +112,44 @@ async def relay(
     ``client_disconnect``).
     """
     outcome, relayed = "client_disconnect", 0
+    out: list[bytes] = []
     on_first()
     try:
         payload: bytes | None = first
         while payload is not None:
             if payload == b"[DONE]":
                 outcome = "ok"
-                yield DONE
+                yield b"".join((*out, DONE))
                 return
             if _is_error(payload):
                 error = dialect.event_error(payload)
                 outcome = error.code
-                yield error_frames(error)
+                yield b"".join((*out, error_frames(error)))
                 return
             try:
-                out = rewriter.rewrite(payload)
+                chunk = rewriter.rewrite(payload)
             except ValueError:  # not JSON: never reflected to the client
                 outcome = "upstream_error"
-                yield error_frames(UpstreamError(_MALFORMED))
+                yield b"".join((*out, error_frames(UpstreamError(_MALFORMED))))
                 return
-            if out is not None:
+            if chunk is not None:
                 relayed += 1
-                yield frame(out)
+                out.append(frame(chunk))
+            if out and not stream.ready:  # the next event needs a read: send what we have
+                yield b"".join(out)
+                out.clear()
             try:
                 payload = await stream.next()
             except GatewayError as exc:
                 outcome = exc.code
-                yield error_frames(exc)
+                yield b"".join((*out, error_frames(exc)))
                 return
             except TRANSPORT_FAILURES:
                 outcome = "upstream_error"
-                yield error_frames(UpstreamError(_FAILED_MID_STREAM))
+                yield b"".join((*out, error_frames(UpstreamError(_FAILED_MID_STREAM))))
                 return
         outcome = "upstream_error"
-        yield error_frames(UpstreamError(_ENDED_EARLY))
+        yield b"".join((*out, error_frames(UpstreamError(_ENDED_EARLY))))
     finally:
         stream.close(outcome == "ok")
         on_end(relayed, outcome)

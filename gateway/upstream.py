@@ -41,12 +41,11 @@ class Upstream:
         connector = aiohttp.TCPConnector(
             limit=s.upstream_max_connections, limit_per_host=0, ttl_dns_cache=10
         )
-        # sock_read bounds the silence between two reads; the first event has its own
-        # deadline (``first_event_timeout``) enforced by the caller.
+        # No read timeout here: a long non-streamed answer is silent until it is done
+        # (the request's deadline bounds it); a stream's first event has its own timeout
+        # and the silence between events is EventStream's idle timer.
         timeout = aiohttp.ClientTimeout(
-            total=s.upstream_total_timeout,
-            sock_connect=s.upstream_connect_timeout,
-            sock_read=s.upstream_idle_timeout,
+            total=s.upstream_total_timeout, sock_connect=s.upstream_connect_timeout
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -109,30 +108,60 @@ async def read_body(response: aiohttp.ClientResponse) -> bytes:
 
 
 class EventStream:
-    """The ``data:`` payloads of one upstream SSE response, pulled one at a time."""
+    """The ``data:`` payloads of one upstream SSE response, pulled one at a time.
+
+    The idle timeout between events (keep-alive comments do not count) is one timer per
+    stream, moved forward by each event rather than set up again for every read; when
+    it expires the connection is closed, which ends the pending read. Before the first
+    event, the caller's first-event timeout applies instead.
+    """
 
     def __init__(self, response: aiohttp.ClientResponse, idle_timeout: float) -> None:
         self._response = response
         self._decoder = SSEDecoder()
         self._pending: deque[bytes] = deque()
         self._idle = idle_timeout
+        self._loop = asyncio.get_running_loop()
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._expired = False
+
+    @property
+    def ready(self) -> bool:
+        """Whether ``next()`` has a payload at hand (returns without waiting)."""
+        return bool(self._pending)
 
     async def next(self) -> bytes | None:
         """The next payload, or ``None`` once the upstream closed the stream; an
-        ``UpstreamTimeout`` when no event (keep-alive comments do not count) came within
-        the idle timeout."""
+        ``UpstreamTimeout`` when no event came within the idle timeout."""
         if self._pending:
             return self._pending.popleft()
         try:
-            async with asyncio.timeout(self._idle):
-                while not self._pending:
-                    chunk = await self._response.content.readany()
-                    if not chunk:
-                        return None
-                    self._pending.extend(self._decoder.feed(chunk))
-        except TimeoutError:
-            raise UpstreamTimeout("The model backend stopped sending tokens.") from None
+            while not self._pending:
+                chunk = await self._response.content.readany()
+                if not chunk:
+                    self._raise_if_expired()
+                    return None
+                self._pending.extend(self._decoder.feed(chunk))
+        except TRANSPORT_FAILURES:
+            self._raise_if_expired()
+            raise
+        self._deadline = self._loop.time() + self._idle
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._deadline, self._expire)
         return self._pending.popleft()
+
+    def _raise_if_expired(self) -> None:
+        """The read ended without an event: ``UpstreamTimeout`` if the idle timer ended it."""
+        if self._expired:
+            raise UpstreamTimeout("The model backend stopped sending tokens.") from None
+
+    def _expire(self) -> None:
+        if self._loop.time() < self._deadline:  # events came meanwhile: check again then
+            self._timer = self._loop.call_at(self._deadline, self._expire)
+            return
+        self._expired = True
+        self._response.close()
 
     def close(self, finished: bool) -> None:
         """Give the connection back when the stream finished, else drop it.
@@ -140,6 +169,8 @@ class EventStream:
         Dropping the connection is how TGI learns the client left: it then frees the
         request's batch slot (``tgi_request_failure{err="dropped"}``).
         """
+        if self._timer is not None:
+            self._timer.cancel()
         if finished:
             self._response.release()
         else:

@@ -121,6 +121,20 @@ def test_no_first_event_in_time_is_504(loop: LoopThread) -> None:
         assert _last_outcome(stack, "disconnected")
 
 
+@pytest.mark.parametrize("stream", [True, False])
+def test_the_idle_timeout_does_not_apply_before_the_first_token(
+    loop: LoopThread, stream: bool
+) -> None:
+    """A long prefill (or a long non-streamed generation, silent until done) is bounded by
+    the first-event timeout and the deadline, never by the idle timeout between events."""
+    with running_stack(
+        loop, SimConfig(ttft=1.5), upstream_idle_timeout=0.3, upstream_first_event_timeout=20
+    ) as stack:
+        response, _ = _raw_post(stack, {"model": "sql", "messages": LONG, "stream": stream})
+        assert response.status_code == 200
+        assert _last_outcome(stack, "ok")
+
+
 def test_an_unreachable_pool_is_503(loop: LoopThread) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

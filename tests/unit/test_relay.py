@@ -24,6 +24,10 @@ class Script:
         self.payloads = payloads
         self.closed: bool | None = None
 
+    @property
+    def ready(self) -> bool:
+        return bool(self.payloads)  # as if every event came in one read
+
     async def next(self) -> bytes | None:
         return self.payloads.pop(0) if self.payloads else None
 
@@ -70,3 +74,22 @@ def test_an_upstream_that_just_stops_is_an_error_not_a_fake_done() -> None:
     frames, ends, _ = run(CHUNK, [])
     assert json.loads(frames[-2].removeprefix(b"data: "))["error"]["code"] == "upstream_error"
     assert ends == [(1, "upstream_error")]
+
+
+def test_events_of_one_read_leave_in_one_write() -> None:
+    script = Script([CHUNK, CHUNK, b"[DONE]"])  # all at hand, as after one upstream read
+
+    async def writes() -> list[bytes]:
+        frames = relay(
+            cast(EventStream, script),
+            CHUNK,
+            DIALECT.rewriter("c-1", "sql", False, None),
+            DIALECT,
+            lambda: None,
+            lambda relayed, outcome: None,
+        )
+        return [frame async for frame in frames]
+
+    sent = asyncio.run(writes())
+    assert len(sent) == 1
+    assert sent[0].count(b"data: ") == 4 and sent[0].endswith(b"data: [DONE]\n\n")
