@@ -111,7 +111,7 @@ async def relay(
     runs on every ending, cancellation included (outcome: ``ok``, an error code, or
     ``client_disconnect``).
     """
-    outcome, relayed = "client_disconnect", 0
+    outcome, relayed, reusable = "client_disconnect", 0, False
     out: list[bytes] = []
     on_first()
     try:
@@ -120,6 +120,7 @@ async def relay(
             if payload == b"[DONE]":
                 outcome = "ok"
                 yield b"".join((*out, DONE))
+                reusable = await stream.drain()
                 return
             if _is_error(payload):
                 error = dialect.event_error(payload)
@@ -151,5 +152,5 @@ async def relay(
         outcome = "upstream_error"
         yield b"".join((*out, error_frames(UpstreamError(_ENDED_EARLY))))
     finally:
-        stream.close(outcome == "ok")
+        stream.close(reusable)
         on_end(relayed, outcome)

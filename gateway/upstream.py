@@ -25,6 +25,9 @@ _JSON = {"Content-Type": "application/json", "Accept": "application/json, text/e
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 """Largest non-streamed body read from a backend; more is a protocol violation."""
 
+DRAIN_SECONDS = 1.0
+"""How long the end of a finished stream's body may lag its ``[DONE]`` event."""
+
 TRANSPORT_FAILURES = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
 
 
@@ -162,6 +165,22 @@ class EventStream:
             return
         self._expired = True
         self._response.close()
+
+    async def drain(self) -> bool:
+        """Read what follows ``[DONE]`` (the chunked terminator, usually there already)
+        so that the connection can be reused: aiohttp drops a connection released before
+        the end of its body, and a new one per stream costs a connect. ``False`` if the
+        end did not come within ``DRAIN_SECONDS``."""
+        content = self._response.content
+        if content.is_eof():
+            return True
+        try:
+            async with asyncio.timeout(DRAIN_SECONDS):
+                while await content.readany():
+                    pass
+        except TRANSPORT_FAILURES:
+            return False
+        return True
 
     def close(self, finished: bool) -> None:
         """Give the connection back when the stream finished, else drop it.

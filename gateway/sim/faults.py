@@ -26,6 +26,9 @@ class Fault(StrEnum):
     """After the first token, only ``:`` keep-alive comments (every 0.1 s)."""
     RESET = "reset"
     """Reset the TCP connection after two tokens (before the answer when not streaming)."""
+    LATE_END = "late-end"
+    """End a stream's body 0.2 s after ``[DONE]``: the chunked terminator then comes in a
+    segment of its own, as it often does under load."""
 
 
 _MARKER = re.compile(r"sim-fault=([a-z-]+)")

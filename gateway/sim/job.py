@@ -27,6 +27,8 @@ class SeenRequest:
     headers: dict[str, str]
     served_by: str = ""
     outcome: str = "open"  # open | ok | error | disconnected | reset
+    connection: str = ""
+    """The client's address and port: requests on one kept-alive connection share it."""
 
 
 class Job:
@@ -48,7 +50,10 @@ class Job:
         # TGI never validates adapter ids: unknown ones silently get the base model (#2505).
         known = adapter is not None and adapter in sim.adapters
         self.served_by = adapter if known and adapter else sim.config.model_id
-        self.seen = SeenRequest(request.path, body, dict(request.headers), self.served_by)
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.seen = SeenRequest(
+            request.path, body, dict(request.headers), self.served_by, connection=str(peer)
+        )
         sim.record(self.seen)
         sim.count("count")
         self.fault = fault_for(
@@ -173,6 +178,8 @@ class Job:
                     await response.write(b":\n\n")  # TGI's KeepAlive comment
                     await asyncio.sleep(0.1)
         await framing.finish(response, generation)
+        if self.fault is Fault.LATE_END:
+            await asyncio.sleep(0.2)
         self.sim.count("success")
         self.sim.record(self.seen, "ok")
 

@@ -135,6 +135,17 @@ def test_the_idle_timeout_does_not_apply_before_the_first_token(
         assert _last_outcome(stack, "ok")
 
 
+def test_streams_reuse_their_upstream_connection(stack: Stack) -> None:
+    late = [{"role": "user", "content": "sim-fault=late-end: [DONE] before the body ends"}]
+    for _ in range(5):
+        _, payloads = post_stream(
+            stack.url, stack.keys["analytics"], {"model": "sql", "messages": late, "stream": True}
+        )
+        assert payloads[-1] == "[DONE]"
+    streams = [seen for seen in stack.sim.seen if seen.body.get("stream")][-5:]
+    assert len({seen.connection for seen in streams}) == 1  # kept alive, not reconnected
+
+
 def test_an_unreachable_pool_is_503(loop: LoopThread) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -31,6 +31,9 @@ class Script:
     async def next(self) -> bytes | None:
         return self.payloads.pop(0) if self.payloads else None
 
+    async def drain(self) -> bool:
+        return True
+
     def close(self, finished: bool) -> None:
         self.closed = finished
 
