@@ -293,4 +293,6 @@ def test_only_allowlisted_headers_reach_the_backend(stack: Stack, analytics: ope
         "content-length",
         "accept-encoding",
         "connection",
+        "user-agent",
     }
+    assert stack.sim.seen[-1].headers["User-Agent"].startswith("lora-gateway/")
