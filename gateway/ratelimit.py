@@ -23,12 +23,12 @@ from typing import Literal, Protocol
 from gateway.auth import Principal
 from gateway.errors import RateLimited
 from gateway.metrics import Metrics
-from gateway.registry.models import Limits
 
 LIMITER_VERSION = 1
 """Version of the limiter's key layout and scripts; part of every key."""
 
 Kind = Literal["requests", "tokens"]
+KINDS: tuple[Kind, ...] = ("requests", "tokens")
 
 
 @lru_cache(maxsize=16384)  # a few keys per team and key: computed once, not per request
@@ -68,6 +68,16 @@ class Plan:
     buckets: tuple[Bucket, ...]
     lease_sets: tuple[tuple[str, int], ...]
     """(key, limit) per concurrency limit."""
+    kinds: tuple[tuple[Kind, tuple[int, ...]], ...] = field(init=False)
+    """The indexes in ``buckets`` of each kind present (for the headers)."""
+
+    def __post_init__(self) -> None:
+        kinds: list[tuple[Kind, tuple[int, ...]]] = []
+        for kind in KINDS:
+            indexes = tuple(i for i, b in enumerate(self.buckets) if b.kind == kind)
+            if indexes:
+                kinds.append((kind, indexes))
+        object.__setattr__(self, "kinds", tuple(kinds))  # frozen: set once, here
 
     @property
     def empty(self) -> bool:
@@ -77,28 +87,34 @@ class Plan:
 
 def plan_for(principal: Principal) -> Plan:
     """The limits of the principal's team and of its key."""
-    team = principal.team.name
+    team, key = principal.team.limits, principal.key_limits
+    return _plan(
+        principal.team.name,
+        principal.key_id,
+        (team.rpm, team.tpm, team.concurrency),
+        (key.rpm, key.tpm, key.concurrency),
+    )
+
+
+Numbers = tuple[int | None, int | None, int | None]
+"""requests/min, tokens/min, concurrency."""
+
+
+@lru_cache(maxsize=16384)  # a plan depends on these values only: built once, not per request
+def _plan(team: str, key_id: str, team_limits: Numbers, key_limits: Numbers) -> Plan:
     buckets: list[Bucket] = []
     lease_sets: list[tuple[str, int]] = []
-    scopes = (("team",), ("key", principal.key_id))
-    for scope, limits in zip(scopes, (principal.team.limits, principal.key_limits), strict=True):
-        _add(team, scope, limits, buckets, lease_sets)
+    for scope, (rpm, tpm, concurrency) in (
+        (("team",), team_limits),
+        (("key", key_id), key_limits),
+    ):
+        if rpm is not None:
+            buckets.append(Bucket(limiter_key(team, *scope, "rpm"), "requests", rpm))
+        if tpm is not None:
+            buckets.append(Bucket(limiter_key(team, *scope, "tpm"), "tokens", tpm))
+        if concurrency is not None:
+            lease_sets.append((limiter_key(team, *scope, "conc"), concurrency))
     return Plan(team, tuple(buckets), tuple(lease_sets))
-
-
-def _add(
-    team: str,
-    scope: tuple[str, ...],
-    limits: Limits,
-    buckets: list[Bucket],
-    lease_sets: list[tuple[str, int]],
-) -> None:
-    if limits.rpm is not None:
-        buckets.append(Bucket(limiter_key(team, *scope, "rpm"), "requests", limits.rpm))
-    if limits.tpm is not None:
-        buckets.append(Bucket(limiter_key(team, *scope, "tpm"), "tokens", limits.tpm))
-    if limits.concurrency is not None:
-        lease_sets.append((limiter_key(team, *scope, "conc"), limits.concurrency))
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,17 +199,15 @@ def refused(plan: Plan, decision: Decision, tokens: int, metrics: Metrics | None
 def rate_headers(plan: Plan, decision: Decision) -> dict[str, str]:
     """OpenAI's ``x-ratelimit-*`` headers: per kind, the tightest of team and key."""
     headers: dict[str, str] = {}
-    for kind in ("requests", "tokens"):
-        rows = [
-            (b.capacity, rem, reset)
-            for b, (rem, reset) in zip(plan.buckets, decision.remaining, strict=True)
-            if b.kind == kind
-        ]
-        if not rows:
-            continue
-        capacity, remaining, reset = min(rows, key=lambda row: row[1])
-        headers[f"x-ratelimit-limit-{kind}"] = str(capacity)
-        headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, remaining))
+    remaining = decision.remaining
+    for kind, indexes in plan.kinds:
+        tightest = indexes[0]
+        for index in indexes[1:]:
+            if remaining[index][0] < remaining[tightest][0]:
+                tightest = index
+        left, reset = remaining[tightest]
+        headers[f"x-ratelimit-limit-{kind}"] = str(plan.buckets[tightest].capacity)
+        headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, left))
         headers[f"x-ratelimit-reset-{kind}"] = duration(reset)
     return headers
 
