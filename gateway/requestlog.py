@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import atexit
 import logging
-import queue
 import re
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -23,6 +23,7 @@ from gateway.jsonio import dumps
 log = logging.getLogger("gateway.requests")
 QUEUE_LINES = 50_000
 """Lines waiting for the writer thread; beyond that they are dropped, never waited for."""
+FLUSH_SECONDS = 0.05
 
 _MASKS = (
     ("email", re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")),
@@ -41,42 +42,43 @@ _MASKS = (
 
 
 class _LineWriter(logging.Handler):
-    """Hands each line to a writer thread; when that thread lags (stdout stalled), drops
-    lines and says so on stderr rather than block the event loop."""
+    """Keeps lines for a writer thread that writes them out every ``FLUSH_SECONDS``, so
+    a request costs the event loop an append: no lock to wake a thread, no write. When
+    the thread lags (stdout stalled), lines beyond ``capacity`` are dropped, and said so
+    on stderr, rather than block the event loop or grow without bound."""
 
     def __init__(self, stream: TextIO, capacity: int) -> None:
         super().__init__()
         self.dropped = 0
-        self._stream = stream
-        self._lines: queue.Queue[str | None] = queue.Queue(capacity)
+        self._stream, self._capacity = stream, capacity
+        self._lines: deque[str] = deque()
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._write, name="request-log", daemon=True)
         self._thread.start()
 
     def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self._lines.put_nowait(record.getMessage())
-        except queue.Full:
-            self.dropped += 1
-            if self.dropped % 1000 == 1:
-                print(f"request log: stdout lags, {self.dropped} lines dropped", file=sys.stderr)
+        if len(self._lines) < self._capacity:
+            self._lines.append(record.getMessage())
+            return
+        self.dropped += 1
+        if self.dropped % 1000 == 1:
+            print(f"request log: stdout lags, {self.dropped} lines dropped", file=sys.stderr)
 
     def _write(self) -> None:
-        stopping = False
-        while not stopping:
-            batch = [self._lines.get()]
-            while len(batch) < 1000 and not self._lines.empty():  # one write for a burst
-                batch.append(self._lines.get_nowait())
-            if None in batch:  # the stop mark: nothing is queued after it
-                stopping = True
-                batch.remove(None)
-            if batch:
-                self._stream.write("\n".join(batch) + "\n")  # type: ignore[arg-type]
-                self._stream.flush()
+        while not self._stopping.wait(FLUSH_SECONDS):
+            self._write_queued()
+        self._write_queued()
+
+    def _write_queued(self) -> None:
+        lines = [self._lines.popleft() for _ in range(len(self._lines))]
+        if lines:
+            self._stream.write("\n".join(lines) + "\n")
+            self._stream.flush()
 
     def close(self) -> None:
         """Write what is queued, then stop the thread."""
         if self._thread.is_alive():
-            self._lines.put(None)
+            self._stopping.set()
             self._thread.join()
         super().close()
 
