@@ -40,7 +40,7 @@ from tests.integration.harness import free_port, wait_ready
 from tests.redis_servers import RedisProcess
 
 TOKENS = 20
-PROMPT = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen"
+PROMPT = " ".join(f"word{i}" for i in range(40))  # echoed back: longer than the answer
 # One pool per upstream delay, each serving its own adapter under its own task name.
 TASKS = {
     0: ("sql", "google-cloud-partnership/gemma-2-2b-it-lora-sql"),
