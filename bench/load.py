@@ -43,6 +43,8 @@ class Result:
     added_ttft_ms: float | None = None
     cpu_ms_per_request: float | None = None
     rss_mb: float | None = None
+    redis_cpu_ms_per_1k: float | None = None
+    """Redis CPU per 1,000 requests (the gateway's admissions and settlements)."""
 
     @property
     def key(self) -> tuple[str, int, int]:

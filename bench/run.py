@@ -27,11 +27,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+
+import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.load import Process, Result, compare, load, result
@@ -166,7 +168,10 @@ def main() -> int:
             targets["litellm"] = (litellm_port, {"Authorization": f"Bearer {master}"}, litellm)
         idle = {name: _idle_cpu_ms_per_s(pid) for name, (_, _, pid) in targets.items()}
         profiler = (args.py_spy, args.out.parent / "profiles") if args.py_spy else None
-        results = asyncio.run(_scenarios(scenarios, sims, targets, args.seconds, profiler))
+        redis_cpu = _redis_cpu_seconds(redis_server.url)
+        results = asyncio.run(
+            _scenarios(scenarios, sims, targets, args.seconds, profiler, redis_cpu)
+        )
     _report(results, args.out, args.seconds, idle)
     return 0
 
@@ -198,6 +203,7 @@ async def _scenarios(
     targets: dict[str, tuple[int, dict[str, str], int]],
     seconds: float,
     profiler: tuple[str, Path] | None,
+    redis_cpu: Callable[[], float],
 ) -> list[Result]:
     results = []
     messages = [{"role": "user", "content": PROMPT}]
@@ -211,7 +217,7 @@ async def _scenarios(
         results.append(direct)
         for target, (port, headers, pid) in targets.items():
             server = Process(pid)
-            cpu_before = server.cpu_seconds()
+            cpu_before, redis_before = server.cpu_seconds(), redis_cpu()
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
             with _profiled(profiler, pid, f"{target}-{kind}-{delay}ms-c{concurrency}"):
                 run = await load(url, headers, {**body, "model": task}, concurrency, seconds)
@@ -220,8 +226,22 @@ async def _scenarios(
             cpu_ms = (server.cpu_seconds() - cpu_before) * 1000
             measured.cpu_ms_per_request = round(cpu_ms / max(1, measured.requests), 3)
             measured.rss_mb = round(server.peak_rss_mb(), 1)
+            if target == "gateway":
+                redis_ms = (redis_cpu() - redis_before) * 1000
+                measured.redis_cpu_ms_per_1k = round(redis_ms * 1000 / max(1, measured.requests), 1)
             results.append(measured)
     return results
+
+
+def _redis_cpu_seconds(url: str) -> Callable[[], float]:
+    """Reads the Redis server's own CPU time (``INFO cpu``)."""
+    client = redis.Redis.from_url(url)
+
+    def seconds() -> float:
+        info = client.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    return seconds
 
 
 def _idle_cpu_ms_per_s(pid: int, seconds: float = 2.0) -> float:
@@ -269,8 +289,9 @@ def _report(results: list[Result], out: Path, seconds: float, idle: dict[str, fl
         "Idle CPU ms/s: " + ", ".join(f"{name} {ms:g}" for name, ms in idle.items()),
         "",
         "| kind | delay ms | c | target | req/s | p50 ms | p99 ms | TTFT p50 ms | "
-        "added p50 | added p99 | added TTFT | CPU ms/req | peak RSS MB | errors |",
-        "|---" * 14 + "|",
+        "added p50 | added p99 | added TTFT | CPU ms/req | peak RSS MB | "
+        "Redis CPU ms/1k req | errors |",
+        "|---" * 15 + "|",
     ]
     for r in results:
         lines.append(
@@ -278,7 +299,7 @@ def _report(results: list[Result], out: Path, seconds: float, idle: dict[str, fl
             f"{r.p50_ms:g} | {r.p99_ms:g} | {_cell(r.ttft_p50_ms)} | "
             f"{_cell(r.added_p50_ms, True)} | {_cell(r.added_p99_ms, True)} | "
             f"{_cell(r.added_ttft_ms, True)} | {_cell(r.cpu_ms_per_request)} | "
-            f"{_cell(r.rss_mb)} | {r.errors or ''} |"
+            f"{_cell(r.rss_mb)} | {_cell(r.redis_cpu_ms_per_1k)} | {r.errors or ''} |"
         )
     print("\n".join(lines))
     out.parent.mkdir(parents=True, exist_ok=True)
