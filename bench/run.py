@@ -6,7 +6,7 @@
 Starts Redis, two TGI simulators (0 and 5 ms between tokens, 20-token answers) and
 ``lora-gateway serve`` with its production settings (Redis registry and limiter with
 every limit of the team on, metrics on, tracing off), and LiteLLM's proxy (defaults, one
-worker) when a ``litellm`` executable is found (``--litellm``, else on PATH). The
+worker) when its executable is found (``--litellm``, beside this Python, or on PATH). The
 servers under test are pinned to CPU 0 where ``taskset`` exists; the simulators and
 this load generator share CPU 1. Each scenario (kind x upstream delay x concurrency)
 runs against every target in turn: requests/s, latency p50/p99, time to first token,
@@ -115,7 +115,7 @@ def _litellm_config(workdir: Path, sims: dict[int, int]) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=3.0, help="per target and scenario")
-    parser.add_argument("--litellm", default=shutil.which("litellm"), help="its executable")
+    parser.add_argument("--litellm", default=_find_litellm(), help="its executable")
     parser.add_argument("--kinds", default="json,stream")
     parser.add_argument("--delays", default="0,5", help="ms between tokens upstream")
     parser.add_argument("--concurrency", default="1,16,64")
@@ -174,6 +174,13 @@ def main() -> int:
         )
     _report(results, args.out, args.seconds, idle)
     return 0
+
+
+def _find_litellm() -> str | None:
+    """LiteLLM's proxy command: beside this Python (``pip install -e '.[litellm]'``), or
+    on PATH."""
+    beside = Path(sys.executable).parent / "litellm"
+    return str(beside) if beside.exists() else shutil.which("litellm")
 
 
 @contextmanager
