@@ -238,4 +238,5 @@ class RedisLimiter:
                 await self._calls.drain()
         except TimeoutError:
             log.warning("redis limiter: settlements still pending at shutdown")
+        await self._calls.close()
         await self._redis.aclose()
