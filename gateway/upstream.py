@@ -119,10 +119,12 @@ async def read_body(response: aiohttp.ClientResponse) -> bytes:
 class EventStream:
     """The ``data:`` payloads of one upstream SSE response, pulled one at a time.
 
-    The idle timeout between events (keep-alive comments do not count) is one timer per
-    stream, moved forward by each event rather than set up again for every read; when
-    it expires the connection is closed, which ends the pending read. Before the first
-    event, the caller's first-event timeout applies instead.
+    The idle timeout bounds each wait for an event (keep-alive comments do not count);
+    it is one timer per stream that looks at the current wait's deadline, rather than a
+    timeout set up for every read. When a wait outlasts it, the connection is closed,
+    which ends the pending read. Time the relay spends writing to a slow client is not
+    the backend's silence and does not count. Before the first event, the caller's
+    first-event timeout applies instead.
     """
 
     def __init__(self, response: aiohttp.ClientResponse, idle_timeout: float) -> None:
@@ -133,6 +135,7 @@ class EventStream:
         self._loop = asyncio.get_running_loop()
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._reading = False
         self._expired = False
 
     @property
@@ -145,6 +148,8 @@ class EventStream:
         ``UpstreamTimeout`` when no event came within the idle timeout."""
         if self._pending:
             return self._pending.popleft()
+        self._deadline = self._loop.time() + self._idle  # the wait for an event starts
+        self._reading = True
         try:
             while not self._pending:
                 chunk = await self._response.content.readany()
@@ -155,7 +160,8 @@ class EventStream:
         except TRANSPORT_FAILURES:
             self._raise_if_expired()
             raise
-        self._deadline = self._loop.time() + self._idle
+        finally:
+            self._reading = False
         if self._timer is None:
             self._timer = self._loop.call_at(self._deadline, self._expire)
         return self._pending.popleft()
@@ -166,11 +172,15 @@ class EventStream:
             raise UpstreamTimeout("The model backend stopped sending tokens.") from None
 
     def _expire(self) -> None:
-        if self._loop.time() < self._deadline:  # events came meanwhile: check again then
-            self._timer = self._loop.call_at(self._deadline, self._expire)
+        now = self._loop.time()
+        if self._reading and now >= self._deadline:
+            self._expired = True
+            self._response.close()  # ends the pending read
             return
-        self._expired = True
-        self._response.close()
+        # Still in time, or not waiting on the upstream at all (a slow client holds the
+        # relay, which is no fault of the backend): look again later.
+        later = self._deadline if self._reading else now + self._idle
+        self._timer = self._loop.call_at(later, self._expire)
 
     async def drain(self) -> bool:
         """Read what follows ``[DONE]`` (the chunked terminator, usually there already)

@@ -1,0 +1,83 @@
+"""EventStream's idle timeout bounds the wait for the backend, not the relay's time
+spent elsewhere (a slow client), and keep-alive comments do not reset it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import cast
+
+import aiohttp
+import pytest
+
+from gateway.errors import UpstreamTimeout
+from gateway.upstream import EventStream
+
+EVENT = b'data:{"x":1}\n\n'
+
+
+class Backend:
+    """A response whose body arrives as the test feeds it."""
+
+    def __init__(self) -> None:
+        self.chunks: asyncio.Queue[bytes] = asyncio.Queue()
+        self.content = self
+        self.closed = False
+        self._closing = asyncio.Event()
+
+    async def readany(self) -> bytes:
+        if self.closed:
+            return b""
+        reading = asyncio.ensure_future(self.chunks.get())
+        closing = asyncio.ensure_future(self._closing.wait())
+        done, _ = await asyncio.wait((reading, closing), return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (reading, closing):
+            waiter.cancel()
+        return reading.result() if reading in done else b""
+
+    def close(self) -> None:
+        self.closed = True
+        self._closing.set()
+
+    def release(self) -> None:
+        pass
+
+
+def _stream(backend: Backend, idle: float) -> EventStream:
+    return EventStream(cast(aiohttp.ClientResponse, backend), idle)
+
+
+def test_time_away_from_the_backend_is_not_its_silence() -> None:
+    async def scenario() -> bytes | None:
+        backend = Backend()
+        stream = _stream(backend, idle=0.05)
+        backend.chunks.put_nowait(EVENT)
+        await stream.next()
+        await asyncio.sleep(0.2)  # the relay is busy with a slow client meanwhile
+        backend.chunks.put_nowait(EVENT)
+        payload = await stream.next()
+        assert not backend.closed
+        stream.close(finished=True)
+        return payload
+
+    assert asyncio.run(scenario()) == b'{"x":1}'
+
+
+def test_keep_alive_comments_do_not_reset_the_idle_timeout() -> None:
+    async def scenario() -> None:
+        backend = Backend()
+        stream = _stream(backend, idle=0.1)
+        backend.chunks.put_nowait(EVENT)
+        await stream.next()
+
+        async def keep_alive() -> None:
+            while not backend.closed:
+                backend.chunks.put_nowait(b":\n\n")
+                await asyncio.sleep(0.02)
+
+        feeder = asyncio.ensure_future(keep_alive())
+        with pytest.raises(UpstreamTimeout):
+            await stream.next()
+        feeder.cancel()
+        assert backend.closed
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=10))
