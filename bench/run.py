@@ -1,6 +1,6 @@
 """lora-gateway beside talking to the upstream directly and beside LiteLLM's proxy.
 
-    python bench/run.py [--seconds 3] [--litellm PATH] [--kinds json,stream]
+    python bench/run.py [--seconds 4] [--litellm PATH] [--kinds json,stream]
                         [--delays 0,5] [--concurrency 1,16,64] [--out FILE]
 
 Starts Redis, two TGI simulators (0 and 5 ms between tokens, 20-token answers) and
@@ -114,7 +114,7 @@ def _litellm_config(workdir: Path, sims: dict[int, int]) -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=3.0, help="per target and scenario")
+    parser.add_argument("--seconds", type=float, default=4.0, help="per target and scenario")
     parser.add_argument("--litellm", default=_find_litellm(), help="its executable")
     parser.add_argument("--kinds", default="json,stream")
     parser.add_argument("--delays", default="0,5", help="ms between tokens upstream")
