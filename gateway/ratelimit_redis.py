@@ -2,7 +2,7 @@
 
 One script call per request (``lua/admit.lua``), one after it (``lua/settle.lua``), and
 one renewal per lease period for whatever is still running; the calls of concurrent
-requests share pipelines (``redis_batch.py``). Redis failures never hang a
+requests share batches (``redis_batch.py``). Redis failures never hang a
 request: short timeouts, no retry storm, a circuit breaker, then the team's policy:
 ``fail_open`` admits through this replica's in-memory limiter, ``fail_closed`` answers 503.
 """
