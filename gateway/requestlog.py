@@ -75,11 +75,15 @@ class _LineWriter(logging.Handler):
             self._stream.write("\n".join(lines) + "\n")
             self._stream.flush()
 
-    def close(self) -> None:
+    def stop(self) -> None:
         """Write what is queued, then stop the thread."""
         if self._thread.is_alive():
             self._stopping.set()
             self._thread.join()
+
+    def close(self) -> None:
+        """Only deregisters: a server reconfiguring logging (``dictConfig`` closes every
+        handler there is) must not silence the request log; ``stop`` ends it."""
         super().close()
 
 
@@ -89,11 +93,11 @@ def to_stdout(stream: TextIO | None = None, capacity: int = QUEUE_LINES) -> Call
     their own writes them: the event loop never waits for a pipe. Returns ``stop``, which
     writes what is still queued (also run at exit)."""
     handler = _LineWriter(stream or sys.stdout, capacity)
-    atexit.register(handler.close)
+    atexit.register(handler.stop)
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
     log.propagate = False
-    return handler.close
+    return handler.stop
 
 
 def redact(text: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -32,8 +33,63 @@ class PlaneServer(uvicorn.Server):
         return int(self.servers[0].sockets[0].getsockname()[1])
 
 
-def plane_server(app: Litestar, host: str, port: int, grace: float) -> PlaneServer:
-    """A uvicorn server for one plane with the production settings."""
+class GranianServer:
+    """One plane under Granian's embedded server (``LGW_SERVER=granian``), with the
+    interface the runner uses: ``serve()``, ``started``, ``port``, ``should_exit``."""
+
+    def __init__(self, app: Litestar, host: str, port: int) -> None:
+        from granian.constants import Interfaces
+        from granian.server.embed import Server
+
+        self.port = port or _free_port(host)  # Granian does not report a port 0 back
+        self._host = host
+        self._server = Server(
+            app, address=host, port=self.port, interface=Interfaces.ASGI, log_enabled=False
+        )
+        self.started = False
+        self._should_exit = False
+
+    @property
+    def should_exit(self) -> bool:
+        return self._should_exit
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        self._should_exit = value
+        if value:
+            self._server.stop()  # type: ignore[no-untyped-call,unused-ignore]
+
+    async def serve(self) -> None:
+        serving = asyncio.ensure_future(self._server.serve())
+        for _ in range(1000):  # bounded: it listens within milliseconds
+            if serving.done() or await _listening(self._host, self.port):
+                break
+            await asyncio.sleep(0.01)  # polling the port, bounded above
+        self.started = not serving.done()
+        await serving
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+async def _listening(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        return False
+    writer.close()
+    return True
+
+
+def plane_server(
+    app: Litestar, host: str, port: int, grace: float, kind: str = "uvicorn"
+) -> PlaneServer | GranianServer:
+    """A server for one plane with the production settings."""
+    if kind == "granian":
+        return GranianServer(app, host, port)
     config = uvicorn.Config(
         app,
         host=host,
@@ -51,16 +107,18 @@ def plane_server(app: Litestar, host: str, port: int, grace: float) -> PlaneServ
     return PlaneServer(config)
 
 
-def plane_servers(settings: Settings, plane: DataPlane) -> list[PlaneServer]:
+def plane_servers(settings: Settings, plane: DataPlane) -> list[PlaneServer | GranianServer]:
     """The data-plane and admin-plane servers of one replica."""
-    grace = settings.shutdown_grace_seconds
+    grace, kind = settings.shutdown_grace_seconds, settings.server
     return [
-        plane_server(create_app(settings, plane), settings.host, settings.port, grace),
-        plane_server(create_admin_app(settings, plane), settings.host, settings.admin_port, grace),
+        plane_server(create_app(settings, plane), settings.host, settings.port, grace, kind),
+        plane_server(
+            create_admin_app(settings, plane), settings.host, settings.admin_port, grace, kind
+        ),
     ]
 
 
-async def run_until_signalled(servers: list[PlaneServer]) -> None:
+async def run_until_signalled(servers: list[PlaneServer | GranianServer]) -> None:
     """Serve until SIGINT or SIGTERM, then drain every server together."""
     loop = asyncio.get_running_loop()
 

@@ -7,6 +7,7 @@ Nothing else in the package reads ``os.environ``: ``create_app(settings)`` recei
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,6 +24,10 @@ class Settings(BaseSettings):
     """Data-plane port: ``/v1/*``, ``/healthz``, ``/readyz``."""
     admin_port: int = Field(8081, ge=0, le=65535)
     """Admin-plane port: ``/admin/v1/*``, ``/metrics``. Keep it off the public Service."""
+    server: Literal["uvicorn", "granian"] = "uvicorn"
+    """HTTP server of both planes. ``granian`` (its embedded server, experimental
+    upstream; ``pip install 'lora-gateway[granian]'``) is there to compare: on the
+    benchmark it was not faster (README, Performance)."""
 
     policies: Path | None = None
     """A policy YAML file or a folder of them: the registry when no Redis is configured."""

@@ -30,7 +30,7 @@ from gateway.plane import DataPlane
 from gateway.registry import Registry
 from gateway.registry.loader import load_policies
 from gateway.registry.store import InMemoryStore
-from gateway.server import PlaneServer, plane_server
+from gateway.server import GranianServer, PlaneServer, plane_server
 from gateway.settings import Settings
 from gateway.sim import SimConfig, Simulator
 from gateway.telemetry import Telemetry
@@ -85,7 +85,7 @@ class Stack:
 ADMIN_TOKEN = "test-admin-token-not-secret"
 
 
-async def _serve(server: PlaneServer) -> PlaneServer:
+async def _serve(server: PlaneServer | GranianServer) -> PlaneServer | GranianServer:
     task = asyncio.get_running_loop().create_task(server.serve())
     for _ in range(1000):  # bounded: startup takes milliseconds
         if server.started or task.done():
@@ -93,25 +93,26 @@ async def _serve(server: PlaneServer) -> PlaneServer:
         await asyncio.sleep(0.01)
     if not server.started:
         raise RuntimeError("the server did not start")
-    server._lgw_task = task  # type: ignore[attr-defined]
+    server._lgw_task = task  # type: ignore[union-attr]
     return server
 
 
 async def _start_gateway(
     settings: Settings, store: InMemoryStore, telemetry: Telemetry | None
-) -> tuple[list[PlaneServer], DataPlane]:
+) -> tuple[list[PlaneServer | GranianServer], DataPlane]:
     plane = create_plane(settings, store)
     if telemetry is not None:
         plane.telemetry = telemetry
-    data = await _serve(plane_server(create_app(settings, plane), "127.0.0.1", 0, grace=1))
-    admin = plane_server(create_admin_app(settings, plane), "127.0.0.1", 0, grace=1)
+    kind = settings.server  # LGW_SERVER=granian runs the suite on Granian
+    data = await _serve(plane_server(create_app(settings, plane), "127.0.0.1", 0, 1, kind))
+    admin = plane_server(create_admin_app(settings, plane), "127.0.0.1", 0, 1, kind)
     return [data, await _serve(admin)], plane
 
 
-async def _stop_gateway(servers: list[PlaneServer]) -> None:
+async def _stop_gateway(servers: list[PlaneServer | GranianServer]) -> None:
     for server in reversed(servers):  # the data plane's lifespan closes the shared plane
         server.should_exit = True
-        await server._lgw_task  # type: ignore[attr-defined]
+        await server._lgw_task  # type: ignore[union-attr]
 
 
 @contextmanager

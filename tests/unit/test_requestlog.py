@@ -4,8 +4,10 @@ per line."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import logging.config
 import os
 import threading
 from collections.abc import Iterator
@@ -57,3 +59,14 @@ def test_lines_are_compact_json_with_content_only_where_allowed(
     lines = [r.getMessage() for r in caplog.records if r.name == "gateway.requests"]
     assert lines[0] == '{"team":"é"}'
     assert json.loads(lines[1])["prompt"] == "mail me: [REDACTED:email]"
+
+
+def test_a_server_reconfiguring_logging_does_not_silence_the_request_log(
+    restore_logger: None,
+) -> None:
+    out = io.StringIO()
+    stop = requestlog.to_stdout(out)
+    logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})  # as servers do
+    requestlog.emit("metadata", {"request_id": "after"}, None, None)
+    stop()
+    assert json.loads(out.getvalue()) == {"request_id": "after"}
