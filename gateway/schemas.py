@@ -6,6 +6,7 @@ forwarded), and wrong types are a 400 that names the field, as OpenAI answers.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -82,12 +83,12 @@ class ChatRequest(_Sampling):
         """The conversation's text, one turn per line (for content logging only)."""
         return "\n".join(f"{m.role}: {content_text(m.content)}" for m in self.messages)
 
-    @property
+    @cached_property  # read by the policy, the admission and the accounting
     def prompt_chars(self) -> int:
         """Characters of text in the conversation."""
         return sum(len(content_text(m.content)) for m in self.messages)
 
-    @property
+    @cached_property
     def prompt_tokens_estimate(self) -> int:
         """Prompt tokens, estimated before tokenizing (settlement corrects it)."""
         return estimate_tokens(self.prompt_chars) + 4 * len(self.messages)
@@ -112,7 +113,7 @@ class CompletionRequest(_Sampling):
         """The prompts' text (for content logging only)."""
         return self.prompt if isinstance(self.prompt, str) else "\n".join(self.prompt)
 
-    @property
+    @cached_property
     def prompt_tokens_estimate(self) -> int:
         """Prompt tokens, estimated before tokenizing (settlement corrects it)."""
         prompts = [self.prompt] if isinstance(self.prompt, str) else self.prompt
