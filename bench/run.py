@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -29,14 +27,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.load import Process, Result, compare, load, result
+from bench.report import report
 from gateway import keys
 from tests.integration.harness import free_port, wait_ready
 from tests.redis_servers import RedisProcess
@@ -172,7 +169,7 @@ def main() -> int:
         results = asyncio.run(
             _scenarios(scenarios, sims, targets, args.seconds, profiler, redis_cpu)
         )
-    _report(results, args.out, args.seconds, idle)
+    report(results, args.out, args.seconds, idle, TOKENS)
     return 0
 
 
@@ -279,39 +276,6 @@ def _profiled(profiler: tuple[str, Path] | None, pid: int, name: str) -> Iterato
     finally:
         sampler.send_signal(signal.SIGINT)  # it writes its output on SIGINT
         sampler.wait(timeout=30)
-
-
-def _cell(value: float | None, signed: bool = False) -> str:
-    if value is None:
-        return ""
-    return f"{value:+.2f}" if signed else f"{value:g}"
-
-
-def _report(results: list[Result], out: Path, seconds: float, idle: dict[str, float]) -> None:
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [
-        f"{when}; {machine}; {seconds:g} s per row; {TOKENS}-token answers",
-        "",
-        "Idle CPU ms/s: " + ", ".join(f"{name} {ms:g}" for name, ms in idle.items()),
-        "",
-        "| kind | delay ms | c | target | req/s | p50 ms | p99 ms | TTFT p50 ms | "
-        "added p50 | added p99 | added TTFT | CPU ms/req | peak RSS MB | "
-        "Redis CPU ms/1k req | errors |",
-        "|---" * 15 + "|",
-    ]
-    for r in results:
-        lines.append(
-            f"| {r.scenario} | {r.delay_ms} | {r.concurrency} | {r.target} | {r.rps:g} | "
-            f"{r.p50_ms:g} | {r.p99_ms:g} | {_cell(r.ttft_p50_ms)} | "
-            f"{_cell(r.added_p50_ms, True)} | {_cell(r.added_p99_ms, True)} | "
-            f"{_cell(r.added_ttft_ms, True)} | {_cell(r.cpu_ms_per_request)} | "
-            f"{_cell(r.rss_mb)} | {_cell(r.redis_cpu_ms_per_1k)} | {r.errors or ''} |"
-        )
-    print("\n".join(lines))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    document = {"when": when, "machine": machine, "seconds": seconds, "idle_cpu_ms_per_s": idle}
-    out.write_text(json.dumps({**document, "results": [asdict(r) for r in results]}, indent=2))
 
 
 if __name__ == "__main__":
