@@ -27,7 +27,7 @@ class Fault(StrEnum):
     RESET = "reset"
     """Reset the TCP connection after two tokens (before the answer when not streaming)."""
     LATE_END = "late-end"
-    """End a stream's body 0.2 s after ``[DONE]``: the chunked terminator then comes in a
+    """End a stream's body 0.1 s after ``[DONE]``: the chunked terminator then comes in a
     segment of its own, as it often does under load."""
 
 

@@ -179,7 +179,7 @@ class Job:
                     await asyncio.sleep(0.1)
         await framing.finish(response, generation)
         if self.fault is Fault.LATE_END:
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.1)
         self.sim.count("success")
         self.sim.record(self.seen, "ok")
 
