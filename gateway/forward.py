@@ -28,6 +28,19 @@ def _is_error(payload: bytes) -> bool:
     return payload.startswith(b'{"error"')
 
 
+def _ending(payload: bytes | None, dialect: TGIDialect) -> tuple[bytes, str] | None:
+    """The last bytes and the outcome when ``payload`` ends the stream (``[DONE]``, an
+    error event, or the upstream closing early); ``None`` for a chunk to relay."""
+    if payload is None:
+        return error_frames(UpstreamError(_ENDED_EARLY)), "upstream_error"
+    if payload == b"[DONE]":
+        return DONE, "ok"
+    if _is_error(payload):
+        error = dialect.event_error(payload)
+        return error_frames(error), error.code
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Outbound:
     """One translated request on its way to a replica."""
@@ -116,23 +129,13 @@ async def relay(
     on_first()
     try:
         payload: bytes | None = first
-        while payload is not None:
-            if payload == b"[DONE]":
-                outcome = "ok"
-                yield b"".join((*out, DONE))
-                reusable = await stream.drain()
-                return
-            if _is_error(payload):
-                error = dialect.event_error(payload)
-                outcome = error.code
-                yield b"".join((*out, error_frames(error)))
-                return
+        while (ending := _ending(payload, dialect)) is None:
+            assert payload is not None  # (None is an ending)
             try:
                 chunk = rewriter.rewrite(payload)
             except ValueError:  # not JSON: never reflected to the client
-                outcome = "upstream_error"
-                yield b"".join((*out, error_frames(UpstreamError(_MALFORMED))))
-                return
+                ending = error_frames(UpstreamError(_MALFORMED)), "upstream_error"
+                break
             if chunk is not None:
                 relayed += 1
                 out.append(frame(chunk))
@@ -142,15 +145,15 @@ async def relay(
             try:
                 payload = await stream.next()
             except GatewayError as exc:
-                outcome = exc.code
-                yield b"".join((*out, error_frames(exc)))
-                return
+                ending = error_frames(exc), exc.code
+                break
             except TRANSPORT_FAILURES:
-                outcome = "upstream_error"
-                yield b"".join((*out, error_frames(UpstreamError(_FAILED_MID_STREAM))))
-                return
-        outcome = "upstream_error"
-        yield b"".join((*out, error_frames(UpstreamError(_ENDED_EARLY))))
+                ending = error_frames(UpstreamError(_FAILED_MID_STREAM)), "upstream_error"
+                break
+        last, outcome = ending
+        yield b"".join((*out, last))
+        if outcome == "ok":
+            reusable = await stream.drain()
     finally:
         stream.close(reusable)
         on_end(relayed, outcome)
