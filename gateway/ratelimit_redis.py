@@ -221,7 +221,7 @@ class RedisLimiter:
 
     async def _keep_leases(self, lease_seconds: float) -> None:
         """Renew the leases of running requests a few times per lease period (the
-        renewals of one round share one pipeline)."""
+        renewals of one round leave as one batch)."""
         while True:
             await asyncio.sleep(lease_seconds / 3)
             running = [g for g in self._active if not g.local]

@@ -76,15 +76,12 @@ class _LineWriter(logging.Handler):
             self._stream.flush()
 
     def stop(self) -> None:
-        """Write what is queued, then stop the thread."""
+        """Write what is queued, then stop the thread. Not ``close()``, on purpose: a
+        server reconfiguring logging (``dictConfig`` closes every handler there is) must
+        not silence the request log."""
         if self._thread.is_alive():
             self._stopping.set()
             self._thread.join()
-
-    def close(self) -> None:
-        """Only deregisters: a server reconfiguring logging (``dictConfig`` closes every
-        handler there is) must not silence the request log; ``stop`` ends it."""
-        super().close()
 
 
 def to_stdout(stream: TextIO | None = None, capacity: int = QUEUE_LINES) -> Callable[[], None]:
