@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gateway.auth import Principal
-from gateway.ratelimit_redis import Breaker, RedisLimiter
+from gateway.ratelimit.redis_limiter import Breaker, RedisLimiter
 from gateway.redis_client import connect
 from gateway.registry import Limits, Team
 from gateway.settings import Settings
@@ -32,7 +32,7 @@ DEADLINE_SECONDS = 60
 async def run(url: str, requests: int, concurrency: int) -> None:
     settings = Settings(redis_url=url, redis_timeout=1.0)
     limiter = RedisLimiter(connect(settings, 1.0), lease_seconds=30, breaker=Breaker(3, 1.0))
-    await limiter.warm()
+    await limiter.start()
     principals = [
         Principal(Team(name=f"team-{i}", limits=BIG), "aaaaaaaaaaaa", BIG)
         for i in range(concurrency)

@@ -19,16 +19,20 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gateway.accounting import Accounting
+from gateway.accounting import Accounting, Telemetry, UsageTally
+from gateway.auth import Principal
+from gateway.backends import Usage
 from gateway.metrics import Metrics
-from gateway.registry import Pool, Price
+from gateway.ratelimit import MemoryLimiter
+from gateway.registry import Pool, Price, Team
 from gateway.routing import Route
-from gateway.telemetry import Telemetry
-from gateway.usage import Usage
+from gateway.upstream import Ending
 
+POOL = Pool(name="p", base_model="m/b", endpoints=("http://h:1",))
 ROUTE = Route(
-    "sql", "org/sql", Pool(name="p", base_model="m/b", endpoints=("http://h:1",)), "http://h:1"
+    "sql", "org/sql", POOL, "http://h:1", Price(input_per_million=1, output_per_million=2)
 )
+CALLER = Principal(Team(name="analytics"), "aaaaaaaaaaaa")
 HEADERS = {"authorization": "Bearer x", "content-type": "application/json"}
 
 
@@ -39,27 +43,27 @@ class Discard(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-def one_request(metrics: Metrics, usage: Usage, telemetry: Telemetry) -> None:
-    account = Accounting(metrics, usage, telemetry.start("chat", HEADERS))
-    with account.stage("authenticate"):
-        account.team = "analytics"
-    with account.stage("resolve"):
+def one_request(accounting: Accounting) -> None:
+    record = accounting.open("chat", HEADERS, "request-id")
+    with record.stage("authenticate"):
+        record.authenticated(CALLER)
+    with record.stage("resolve"):
         pass
-    account.routed(ROUTE, Price(input_per_million=1, output_per_million=2))
-    with account.stage("admit"):
+    record.routed(ROUTE)
+    with record.stage("admit"):
         pass
-    account.upstream_headers("/v1/chat/completions")
-    account.first_token()
-    account.finish("ok", 120, 20)
+    record.upstream_started("/v1/chat/completions")
+    record.ended(Ending("ok", Usage(120, 20), 20, time.perf_counter()))
 
 
 def measure(label: str, telemetry: Telemetry, requests: int) -> float:
-    metrics, usage = Metrics(), Usage()
+    metrics = Metrics()
+    accounting = Accounting(metrics, UsageTally(), telemetry, MemoryLimiter(metrics))
     for _ in range(1000):  # warm up
-        one_request(metrics, usage, telemetry)
+        one_request(accounting)
     started = time.perf_counter()
     for _ in range(requests):
-        one_request(metrics, usage, telemetry)
+        one_request(accounting)
     micros = (time.perf_counter() - started) / requests * 1e6
     print(f"{label}: {micros:.1f} us per request")
     return micros

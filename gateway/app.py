@@ -14,14 +14,16 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway import __version__
-from gateway.admin.api import ROUTES
+from gateway.admin.audit import audit_log_for
+from gateway.admin.dependencies import DEPENDENCIES
 from gateway.admin.editor import Editor
+from gateway.admin.routes import ROUTES
 from gateway.api import errors, health, openai
 from gateway.errors import GatewayError
-from gateway.plane import DataPlane, create_plane
+from gateway.services import Services
 from gateway.settings import Settings
 
-__all__ = ["create_admin_app", "create_app", "create_plane"]
+__all__ = ["create_admin_app", "create_app"]
 
 _ERROR_HANDLERS = {
     GatewayError: errors.gateway_error,
@@ -30,16 +32,16 @@ _ERROR_HANDLERS = {
 }
 
 
-def create_app(settings: Settings, plane: DataPlane) -> Litestar:
+def create_app(settings: Settings, services: Services) -> Litestar:
     """The data-plane application (``LGW_PORT``)."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        await plane.start()
+        await services.start()
         try:
             yield
         finally:
-            await plane.stop()
+            await services.stop()
 
     return Litestar(
         route_handlers=[
@@ -51,19 +53,21 @@ def create_app(settings: Settings, plane: DataPlane) -> Litestar:
         ],
         exception_handlers=_ERROR_HANDLERS,  # type: ignore[arg-type]
         lifespan=[lifespan],
-        state=State({"plane": plane}),
+        state=State({"services": services}),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=None,
         logging_config=None,  # the process's logging is set up once, by the CLI
     )
 
 
-def create_admin_app(settings: Settings, plane: DataPlane) -> Litestar:
+def create_admin_app(settings: Settings, services: Services) -> Litestar:
     """The admin-plane application (``LGW_ADMIN_PORT``): kept off the public Service."""
+
+    editor = Editor(services.registry, audit_log_for(services.registry.store))
 
     @get("/metrics", include_in_schema=False, media_type=CONTENT_TYPE_LATEST)
     async def metrics() -> bytes:
-        return generate_latest(plane.metrics.registry)
+        return generate_latest(services.metrics.registry)
 
     return Litestar(
         route_handlers=[*ROUTES, metrics, health.healthz, health.readyz],
@@ -71,7 +75,8 @@ def create_admin_app(settings: Settings, plane: DataPlane) -> Litestar:
             **_ERROR_HANDLERS,  # type: ignore[dict-item]
             HTTPException: errors.admin_http_error,
         },
-        state=State({"plane": plane, "editor": Editor(plane.registry, plane.audit)}),
+        state=State({"services": services, "editor": editor}),
+        dependencies=DEPENDENCIES,
         logging_config=None,
         openapi_config=OpenAPIConfig(
             title="lora-gateway admin API",

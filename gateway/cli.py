@@ -10,11 +10,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from gateway import requestlog
+from gateway.accounting import requestlog
 from gateway.registry import Registry
-from gateway.registry.loader import PolicyError, load_policies
-from gateway.registry.store import VersionConflict
 from gateway.settings import Settings
+from gateway.store.base import VersionConflict
+from gateway.store.files import PolicyError, load_policies
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,15 +65,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _serve_main(settings: Settings, registry: Registry | None) -> None:
-    from gateway.plane import create_plane
-    from gateway.registry.store import InMemoryStore
     from gateway.server import plane_servers, run_until_signalled
+    from gateway.services import build_services
+    from gateway.store.base import InMemoryStore
 
     log = logging.getLogger("gateway")
     if settings.redis_url:
-        plane = create_plane(settings)
-        if registry is not None and await plane.registry.store.version() == 0:
-            await plane.registry.store.save(registry, expected_version=0)
+        services = build_services(settings)
+        if registry is not None and await services.registry.store.version() == 0:
+            await services.registry.store.save(registry, expected_version=0)
             log.info("seeded the empty Redis registry from %s", settings.policies)
     else:
         assert registry is not None
@@ -81,8 +81,8 @@ async def _serve_main(settings: Settings, registry: Registry | None) -> None:
             "single-node mode: in-memory registry and limits (no LGW_REDIS_URL); "
             "run ONE replica only"
         )
-        plane = create_plane(settings, InMemoryStore(registry))
-    await run_until_signalled(plane_servers(settings, plane))
+        services = build_services(settings, InMemoryStore(registry))
+    await run_until_signalled(plane_servers(settings, services))
 
 
 def _fail(message: str) -> None:
@@ -132,10 +132,10 @@ def _policies_sync(args: argparse.Namespace) -> int:
 
 
 async def _sync(settings: Settings, files: Registry, apply: bool, outcome: list[int]) -> None:
+    from gateway.admin import sync
     from gateway.admin.audit import RedisAudit
     from gateway.redis_client import connect
-    from gateway.registry import sync
-    from gateway.registry.redis_store import RedisStore
+    from gateway.store.redis_store import RedisStore
 
     store = RedisStore(connect(settings, 5.0))
     try:

@@ -10,13 +10,13 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from gateway import keys
-from gateway.plane import create_plane
 from gateway.registry import ApiKey, Pool, Registry
-from gateway.registry.loader import load_policies
-from gateway.registry.store import InMemoryStore
 from gateway.server import plane_servers, run_until_signalled
+from gateway.services import build_services
 from gateway.settings import Settings
 from gateway.sim import SimConfig, Simulator
+from gateway.store.base import InMemoryStore
+from gateway.store.files import load_policies
 
 log = logging.getLogger("gateway")
 EXAMPLES = Path(__file__).resolve().parent.parent / "policies" / "examples"
@@ -63,11 +63,11 @@ async def demo(
     registry = registry.model_copy(update={"pools": tuple(pools)})
     registry, plaintexts = with_keys(registry, pepper.encode())
     if settings.redis_url:
-        plane = create_plane(settings)
-        await plane.registry.store.save(registry)  # other `serve` replicas join from here
+        services = build_services(settings)
+        await services.registry.store.save(registry)  # other `serve` replicas join from here
     else:
-        plane = create_plane(settings, InMemoryStore(registry))
-    servers = plane_servers(settings, plane)
+        services = build_services(settings, InMemoryStore(registry))
+    servers = plane_servers(settings, services)
     _announce(settings, pools, plaintexts, keys_file)
     try:
         await run_until_signalled(servers)

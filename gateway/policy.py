@@ -1,6 +1,7 @@
 """Stage 3, authorize: what a team may ask of a route. Pure (no I/O), and the only
-place these rules live: the data plane, ``GET /v1/models`` and the admin API's mapping
-validation all call ``check_access``, so the three can never disagree.
+place these rules live: the data plane, ``GET /v1/models`` and the validation of
+mappings (policy files, the admin API, ``lora-gateway policies``) all call
+``check_access``, so they can never disagree.
 
 Refusal reasons are stable codes (counted in ``lgw_policy_denials_total``) and the 403
 names no other team, adapter or pool.
@@ -9,15 +10,13 @@ names no other team, adapter or pool.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from gateway.errors import InvalidRequest, PermissionDenied
-from gateway.registry.models import DATA_CLASSES, Adapter, Caps, Pool, Team, may_use
-from gateway.schemas import ChatRequest, CompletionRequest
+from gateway.registry import Adapter, Pool, Registry, Team
+from gateway.registry.models import DATA_CLASSES, Caps, Problem
+from gateway.routing import Candidate
+from gateway.schemas import ChatRequest, OpenAIRequest
 from gateway.settings import Settings
-
-if TYPE_CHECKING:
-    from gateway.routing import Candidate  # routing builds on the registry, as policy does
 
 REASONS = (
     "adapter_not_granted",
@@ -43,7 +42,7 @@ class Ask:
     logprobs: bool = False
 
     @classmethod
-    def of(cls, asked: ChatRequest | CompletionRequest) -> Ask:
+    def of(cls, asked: OpenAIRequest) -> Ask:
         """The policy view of an OpenAI request."""
         if isinstance(asked, ChatRequest):
             return cls(
@@ -68,6 +67,13 @@ class Decision:
     pools: tuple[Pool, ...]
     shadowed: bool = False
     """Would have been refused, but the team's policy is in shadow mode."""
+
+
+def may_use(adapter: Adapter | None, team: str | None) -> bool:
+    """Whether ``team`` may use an adapter described by ``adapter`` (None: shared)."""
+    if adapter is None or adapter.owner is None:
+        return True
+    return team is not None and (team == adapter.owner or team in adapter.grants)
 
 
 def eligible(team: Team, pool: Pool) -> bool:
@@ -118,6 +124,13 @@ def _cap_refusal(caps: Caps, ask: Ask) -> str | None:
     return next((reason for refused, reason in checks if refused), None)
 
 
+def enforce(decision: Decision) -> tuple[Pool, ...]:
+    """The pools the request may go to, or the 403 when it is refused."""
+    if not decision.allowed:
+        raise refusal(decision)
+    return decision.pools
+
+
 def refusal(decision: Decision) -> PermissionDenied:
     """The 403 for a refusal: the reason code, and nothing about anyone else."""
     error = PermissionDenied(
@@ -142,3 +155,34 @@ def max_tokens_for(requested: int | None, settings: Settings, caps: Caps | None 
             param="max_tokens",
         )
     return requested
+
+
+def mapping_problems(registry: Registry) -> list[Problem]:
+    """Mappings that send a team to an adapter it may not use, or that only pools its
+    policy forbids serve: the data plane's own decision, at the mapping's location."""
+    teams = {t.name: t for t in registry.teams}
+    adapters = {a.id: a for a in registry.adapters}
+    problems: list[Problem] = []
+    for i, mapping in enumerate(registry.mappings):
+        field = "adapter" if mapping.adapter is not None else "targets"
+        team = teams.get(mapping.team) if mapping.team is not None else None
+        for target in mapping.choices:
+            pools = tuple(p for p in registry.pools if p.serves(target.adapter))
+            found = Candidate(mapping.task, target.adapter, adapters.get(target.adapter), pools)
+            problem = _mapping_problem(team, found)
+            if problem:
+                problems.append((("mappings", i, field), problem))
+    return problems
+
+
+def _mapping_problem(team: Team | None, found: Candidate) -> str | None:
+    if not found.pools:
+        return None  # no pool serves it at all: a reference problem, reported as such
+    if team is None:  # the org default (or an unknown team, reported as such)
+        return None if may_use(found.record, None) else f"{found.adapter!r} is private"
+    decision = check_access(team, found, None)
+    if decision.allowed:
+        return None
+    if decision.reason == "adapter_not_granted":
+        return f"{found.adapter!r} is private"
+    return f"no pool the team's policy allows serves {found.adapter!r}"

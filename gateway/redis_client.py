@@ -1,7 +1,9 @@
 """Redis clients with the gateway's timeouts (redis-py's defaults would stall a request
-for seconds: 5 s socket timeouts and retries)."""
+for seconds: 5 s socket timeouts and retries), and the layout of the gateway's keys."""
 
 from __future__ import annotations
+
+from functools import lru_cache
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
@@ -34,3 +36,18 @@ def connect(settings: Settings, timeout: float | None) -> Redis | RedisCluster:
         retry=Retry(NoBackoff(), 0),
     )
     return Redis.from_pool(pool)  # the client owns (and closes) its pool
+
+
+@lru_cache(maxsize=16384)  # a few keys per team and key: computed once, not per request
+def team_key(team: str, *parts: str) -> str:
+    """``lgw:{<team>}:<parts>``: the hash tag keeps one team's keys in one cluster slot.
+
+    Every part is escaped, so two different (team, parts) can never share a key.
+    """
+    escaped = ":".join(_escape(p) for p in parts)
+    return f"lgw:{{{_escape(team)}}}:{escaped}"
+
+
+def _escape(part: str) -> str:
+    safe = "abcdefghijklmnopqrstuvwxyz0123456789._-"
+    return "".join(c if c in safe else f"%{ord(c):x}." for c in part)

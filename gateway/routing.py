@@ -7,11 +7,10 @@ from dataclasses import dataclass
 
 from gateway.auth import Principal
 from gateway.errors import ModelNotFound, UpstreamUnavailable
-from gateway.registry import Adapter, Pool, Snapshot, Target
+from gateway.registry import Adapter, Pool, Price, Snapshot, Target
+from gateway.registry.models import price_of
 
-# TGI's OpenAI routes treat `model` as the adapter id, and "tgi" as the base model
-# (router/src/lib.rs: `model.filter(|m| *m != "tgi")`; reference/tgi-protocol.md §1).
-TGI_BASE_MODEL = "tgi"
+_FREE = Price()
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,12 +20,9 @@ class Route:
     task: str
     adapter: str
     pool: Pool
-    endpoint: str
-
-    @property
-    def upstream_model(self) -> str:
-        """What to send as ``model``: the adapter id, or TGI's name for the base model."""
-        return TGI_BASE_MODEL if self.adapter == self.pool.base_model else self.adapter
+    endpoint: str = ""
+    price: Price = _FREE
+    """What its tokens cost (the adapter's prices, else the pool's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +62,11 @@ def candidate(snapshot: Snapshot, task: str, adapter: str) -> Candidate:
 
 def choose(found: Candidate, pools: tuple[Pool, ...], rng: random.Random) -> Route:
     """One of ``pools`` (those policy allows) for the candidate; the replica is picked
-    for each try by the balancer (``gateway/retries.py``)."""
+    for each try by the balancer (``gateway/upstream/retries.py``)."""
     if not pools:
         raise UpstreamUnavailable("No backend currently serves this model.")
     pool = pools[0] if len(pools) == 1 else rng.choice(pools)
-    return Route(task=found.task, adapter=found.adapter, pool=pool, endpoint="")
+    return Route(found.task, found.adapter, pool, price=price_of(found.record, pool))
 
 
 def pick_target(targets: tuple[Target, ...], rng: random.Random) -> Target:

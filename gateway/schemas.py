@@ -146,3 +146,7 @@ def parse(model: type[R], body: bytes) -> R:
         if not loc:
             raise InvalidRequest("The request body must be a JSON object.") from None
         raise InvalidRequest(f"Invalid value for '{loc}': {error['msg']}.", param=loc) from None
+
+
+OpenAIRequest = ChatRequest | CompletionRequest
+"""Either request the data plane serves."""

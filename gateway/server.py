@@ -14,7 +14,7 @@ import uvicorn
 from litestar import Litestar
 
 from gateway.app import create_admin_app, create_app
-from gateway.plane import DataPlane
+from gateway.services import Services
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway")
@@ -107,13 +107,13 @@ def plane_server(
     return PlaneServer(config)
 
 
-def plane_servers(settings: Settings, plane: DataPlane) -> list[PlaneServer | GranianServer]:
+def plane_servers(settings: Settings, services: Services) -> list[PlaneServer | GranianServer]:
     """The data-plane and admin-plane servers of one replica."""
     grace, kind = settings.shutdown_grace_seconds, settings.server
     return [
-        plane_server(create_app(settings, plane), settings.host, settings.port, grace, kind),
+        plane_server(create_app(settings, services), settings.host, settings.port, grace, kind),
         plane_server(
-            create_admin_app(settings, plane), settings.host, settings.admin_port, grace, kind
+            create_admin_app(settings, services), settings.host, settings.admin_port, grace, kind
         ),
     ]
 

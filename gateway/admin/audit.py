@@ -17,6 +17,8 @@ from typing import Any, Protocol
 from redis.asyncio import Redis, RedisCluster
 
 from gateway.admin.schemas import AuditEntry
+from gateway.store.base import RegistryStore
+from gateway.store.redis_store import RedisStore
 
 STREAM = "lgw:audit"
 MAX_ENTRIES = 100_000
@@ -147,3 +149,10 @@ class RedisAudit:
             selected += _select(entries, remaining)
             upper = f"({entries[-1].id}"
         return selected
+
+
+def audit_log_for(store: RegistryStore) -> AuditLog:
+    """The audit log beside ``store``: in its Redis when it has one, else in memory."""
+    if isinstance(store, RedisStore):
+        return RedisAudit(store.redis)
+    return MemoryAudit()

@@ -4,7 +4,7 @@ Each returns ``(registry, before, after)`` where before/after are what the audit
 records about the touched object (``None`` when it did not or no longer exists), with
 key hashes already removed. Cross-record rules (a mapping names an adapter a pool
 serves and the team may use, unique names...) are checked when the result is
-validated as a ``Registry``.
+validated (``gateway/store/validation.py``).
 """
 
 from __future__ import annotations

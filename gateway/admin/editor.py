@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
-
 from gateway.admin.audit import AuditLog
 from gateway.admin.callers import Caller
 from gateway.admin.changes import Change
 from gateway.errors import Conflict, Unprocessable
-from gateway.registry import Registry
-from gateway.registry.cache import RegistryCache
-from gateway.registry.store import VersionConflict
+from gateway.store.base import VersionConflict
+from gateway.store.cache import RegistryCache
+from gateway.store.validation import InvalidRegistry, validated
 
 ATTEMPTS = 5
 
@@ -32,7 +30,10 @@ class Editor:
         for _ in range(ATTEMPTS):
             current = await self.cache.store.load()
             edited, before, after = change(current)
-            registry = validated(edited)
+            try:
+                registry = validated(edited)
+            except InvalidRegistry as exc:
+                raise Unprocessable(str(exc)) from None
             try:
                 await self.cache.store.save(registry, expected_version=current.version)
             except VersionConflict:
@@ -41,12 +42,3 @@ class Editor:
             await self.cache.refresh()
             return after
         raise Conflict("The registry is changing too fast; retry.")
-
-
-def validated(registry: Registry) -> Registry:
-    """``registry`` with every record and cross-reference checked, or 422 saying why."""
-    try:
-        return Registry.model_validate(registry.model_dump())
-    except ValidationError as exc:
-        messages = [str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()]
-        raise Unprocessable("; ".join(messages)) from None

@@ -16,7 +16,7 @@ async def healthz() -> dict[str, str]:
 @get("/readyz", include_in_schema=False)
 async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     """Readiness: the registry is loaded and the upstream pool is open."""
-    plane = request.app.state.plane
-    if not plane.ready:
+    services = request.app.state.services
+    if not services.ready.is_set():
         return Response({"status": "starting"}, status_code=503)
-    return Response({"status": "ready", "registry_version": plane.registry.current().version})
+    return Response({"status": "ready", "registry_version": services.registry.current().version})

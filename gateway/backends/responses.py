@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.errors import UpstreamError
 from gateway.jsonio import dumps, loads
 
 _MODEL_FIELD = re.compile(rb'"model":"(?:[^"\\]|\\.)*"')
@@ -51,10 +52,10 @@ class ChunkRewriter:
         task: str,
         wants_usage: bool,
         stop: list[str] | None,
-        collect: list[str] | None = None,
+        collect: bool = False,
     ) -> None:
         self._stop = stop
-        self._collect = collect
+        self._collect: list[str] | None = [] if collect else None
         self._id = b'"id":' + dumps(response_id)
         self._model = b'"model":' + dumps(task)
         self._wants_usage = wants_usage
@@ -87,6 +88,27 @@ class ChunkRewriter:
                 chunk.pop("usage")
         return dumps(chunk)
 
+    @property
+    def text(self) -> str | None:
+        """The text streamed so far, when asked to ``collect`` it (for content logging)."""
+        return "".join(self._collect) if self._collect is not None else None
+
+
+def clean_response(
+    raw: bytes, response_id: str, task: str, stop: list[str] | None
+) -> tuple[bytes, Usage | None]:
+    """A non-streamed chat or completion body made clean OpenAI, and its usage."""
+    try:
+        body = loads(raw)
+        choices = body["choices"]
+    except (ValueError, KeyError, TypeError):
+        raise UpstreamError("The model backend returned a malformed response.") from None
+    body["id"] = response_id
+    body["model"] = task
+    for choice in choices:
+        clean_choice(choice, stop)
+    return dumps(body), Usage.from_json(body.get("usage"))
+
 
 def text_of(body: bytes) -> str:
     """The generated text in an OpenAI response or chunk (chat or legacy completion)."""
@@ -105,6 +127,7 @@ def text_of(body: bytes) -> str:
 def clean_choice(
     choice: dict[str, Any], stop: list[str] | None, streaming_tools: bool = False
 ) -> None:
+    """One choice made OpenAI's: finish reason, stop sequence, tool calls (see top)."""
     reason = choice.get("finish_reason")
     if reason == "":  # completions stream chunks before the last
         choice["finish_reason"] = None

@@ -7,41 +7,51 @@ vLLM already speaks OpenAI, so this dialect differs from TGI's in little:
 - an unknown model is a real 404, never a silent fallback; ``/v1/models`` lists the
   loaded LoRA modules, which the prober compares with the pool's declared adapters;
 - errors are OpenAI-shaped JSON (``{"object": "error", "message", ...}``).
-The response side is shared: ``id`` and ``model`` are set to the gateway's own, usage is
-asked for always and passed on only if the client asked.
+The answer side is TGI's (``responses.py``, ``failures.py``): ``id`` and ``model`` set to
+the gateway's own, usage asked for always and passed on only if the client asked.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from gateway.backends.tgi import TGIDialect
+from gateway.backends import responses
+from gateway.backends.bodies import chat_body, completion_body, streaming
+from gateway.backends.failures import event_error, http_error
 from gateway.routing import Route
-from gateway.schemas import ChatRequest, CompletionRequest
+from gateway.schemas import ChatRequest, OpenAIRequest
 
 _NATIVE = ("temperature", "top_p", "seed", "frequency_penalty", "presence_penalty")
 
 
-class VLLMDialect(TGIDialect):
-    """Request translation for vLLM >= 0.6 serving LoRA modules."""
+class VLLMDialect:
+    """vLLM >= 0.6 serving LoRA modules."""
 
-    def model_name(self, route: Route) -> str:
-        return route.adapter  # the base model's served name, or a LoRA module's name
+    name = "vllm"
+    response = staticmethod(responses.clean_response)
+    rewriter = responses.ChunkRewriter
+    http_error = staticmethod(http_error)
+    event_error = staticmethod(event_error)
 
-    def sampling(self, body: dict[str, Any], request: ChatRequest | CompletionRequest) -> None:
-        body["stream"] = request.stream
-        if request.stream:
-            body["stream_options"] = {"include_usage": True}
-        for name in _NATIVE:
-            value = getattr(request, name)
-            if value is not None:
-                body[name] = value
-        if request.stop_list:
-            body["stop"] = request.stop_list
-
-    def response_format(self, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return value  # OpenAI's own shape
+    def translate(self, request: OpenAIRequest, route: Route, max_tokens: int) -> tuple[str, bytes]:
+        """The upstream path and body: ``model`` is the base model's served name or a LoRA
+        module's name, the route's adapter either way."""
+        sampling = _sampling(request)
+        if isinstance(request, ChatRequest):
+            fold = route.pool.system_role == "fold"
+            body = chat_body(
+                request, route.adapter, max_tokens, sampling, request.response_format, fold
+            )
+            return "/v1/chat/completions", body
+        return "/v1/completions", completion_body(request, route.adapter, max_tokens, sampling)
 
 
-DIALECTS: dict[str, TGIDialect] = {"tgi": TGIDialect(), "vllm": VLLMDialect()}
-"""Every dialect by the name pools give in ``dialect``."""
+def _sampling(request: OpenAIRequest) -> dict[str, Any]:
+    body = streaming(request)
+    for name in _NATIVE:
+        value = getattr(request, name)
+        if value is not None:
+            body[name] = value
+    if request.stop_list:
+        body["stop"] = request.stop_list
+    return body

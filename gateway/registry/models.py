@@ -1,7 +1,7 @@
 """Registry records as frozen pydantic models; a misspelled or unknown field is an error.
 
-The same models back the policy YAML files, the in-memory store and (next) the Redis
-store, so a record means the same thing wherever it comes from.
+The same models back the policy YAML files and every store, so a record means the same
+thing wherever it comes from.
 """
 
 from __future__ import annotations
@@ -254,7 +254,9 @@ Problem = tuple[tuple[str | int, ...], str]
 
 
 def reference_problems(registry: Registry) -> list[Problem]:
-    """Cross-record errors (duplicates, dangling names), each with its location."""
+    """Cross-record errors (duplicates, dangling names, adapters no pool serves), each
+    with its location. Whether a team may use what its mappings name is the policy's
+    question (``gateway.policy.mapping_problems``)."""
     problems: list[Problem] = []
     problems += _duplicates("teams", [t.name for t in registry.teams], "name")
     problems += _duplicates("pools", [p.name for p in registry.pools], "name")
@@ -266,7 +268,6 @@ def reference_problems(registry: Registry) -> list[Problem]:
             problems.append((("teams", i, "keys", j, "id"), f"duplicate key id {key_id!r}"))
         seen.add(key_id)
     teams = {t.name for t in registry.teams}
-    owners = {a.id: a for a in registry.adapters}
     for i, adapter in enumerate(registry.adapters):
         if adapter.owner is not None and adapter.owner not in teams:
             problems.append((("adapters", i, "owner"), f"unknown team {adapter.owner!r}"))
@@ -285,45 +286,15 @@ def reference_problems(registry: Registry) -> list[Problem]:
             problems.append((("mappings", i, "team"), f"unknown team {mapping.team!r}"))
         field = "adapter" if mapping.adapter is not None else "targets"
         for target in mapping.choices:
-            problem = _target_problem(
-                registry, mapping.team, mapping.task, target.adapter, served, owners
-            )
-            if problem:
-                problems.append((("mappings", i, field), problem))
+            if target.adapter not in served:
+                problems.append((("mappings", i, field), f"no pool serves {target.adapter!r}"))
     return problems
 
 
-def _target_problem(
-    registry: Registry,
-    team_name: str | None,
-    task: str,
-    adapter: str,
-    served: set[str],
-    owners: dict[str, Adapter],
-) -> str | None:
-    """Why a mapping may not send ``task`` to ``adapter``: the data plane's own decision."""
-    from gateway.policy import check_access  # policy builds on these models
-    from gateway.routing import Candidate
-
-    if adapter not in served:
-        return f"no pool serves {adapter!r}"
-    team = next((t for t in registry.teams if t.name == team_name), None)
-    if team is None:
-        return None if may_use(owners.get(adapter), None) else f"{adapter!r} is private"
-    pools = tuple(p for p in registry.pools if p.serves(adapter))
-    decision = check_access(team, Candidate(task, adapter, owners.get(adapter), pools), None)
-    if decision.allowed:
-        return None
-    if decision.reason == "adapter_not_granted":
-        return f"{adapter!r} is private"
-    return f"no pool the team's policy allows serves {adapter!r}"
-
-
-def may_use(adapter: Adapter | None, team: str | None) -> bool:
-    """Whether ``team`` may use an adapter described by ``adapter`` (None: shared)."""
-    if adapter is None or adapter.owner is None:
-        return True
-    return team is not None and (team == adapter.owner or team in adapter.grants)
+def price_of(adapter: Adapter | None, pool: Pool) -> Price:
+    """What a request to ``adapter`` on ``pool`` costs: the adapter's own prices, else
+    the pool's."""
+    return adapter.price if adapter is not None and adapter.price is not None else pool.price
 
 
 def _duplicates(section: str, names: list[str], field: str) -> list[Problem]:

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gateway.registry.models import Adapter, ApiKey, Mapping, Pool, Price, Registry, Team
+from gateway.registry.models import (
+    Adapter,
+    ApiKey,
+    Mapping,
+    Pool,
+    Price,
+    Registry,
+    Team,
+    price_of,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +55,7 @@ class Snapshot:
 
     def price(self, adapter: str, pool: Pool) -> Price:
         """The adapter's own prices, else its pool's."""
-        record = self.adapters.get(adapter)
-        return record.price if record is not None and record.price is not None else pool.price
+        return price_of(self.adapters.get(adapter), pool)
 
     def tasks(self, team: str) -> list[str]:
         """Every task ``team`` can name in ``model``, sorted."""

@@ -24,16 +24,16 @@ import httpx
 import uvloop
 from pydantic import SecretStr
 
-from gateway.app import create_admin_app, create_app, create_plane
+from gateway.accounting.tracing import Telemetry
+from gateway.app import create_admin_app, create_app
 from gateway.demo import with_keys
-from gateway.plane import DataPlane
 from gateway.registry import Registry
-from gateway.registry.loader import load_policies
-from gateway.registry.store import InMemoryStore
 from gateway.server import GranianServer, PlaneServer, plane_server
+from gateway.services import Services, build_services
 from gateway.settings import Settings
 from gateway.sim import SimConfig, Simulator
-from gateway.telemetry import Telemetry
+from gateway.store.base import InMemoryStore
+from gateway.store.files import load_policies
 
 T = TypeVar("T")
 EXAMPLES = Path(__file__).resolve().parents[2] / "policies" / "examples"
@@ -68,13 +68,13 @@ class Stack:
     registry: Registry
     admin_url: str = ""
     store: InMemoryStore | None = None
-    plane: DataPlane | None = None
+    services: Services | None = None
 
     def reset(self, loop: LoopThread, registry: Registry) -> None:
         """Put ``registry`` in the store and in the gateway's cache."""
-        assert self.store is not None and self.plane is not None
+        assert self.store is not None and self.services is not None
         loop.run(self.store.save(registry))
-        loop.run(self.plane.registry.refresh())
+        loop.run(self.services.registry.refresh())
 
     @property
     def base_url(self) -> str:
@@ -99,18 +99,16 @@ async def _serve(server: PlaneServer | GranianServer) -> PlaneServer | GranianSe
 
 async def _start_gateway(
     settings: Settings, store: InMemoryStore, telemetry: Telemetry | None
-) -> tuple[list[PlaneServer | GranianServer], DataPlane]:
-    plane = create_plane(settings, store)
-    if telemetry is not None:
-        plane.telemetry = telemetry
+) -> tuple[list[PlaneServer | GranianServer], Services]:
+    services = build_services(settings, store, telemetry)
     kind = settings.server  # LGW_SERVER=granian runs the suite on Granian
-    data = await _serve(plane_server(create_app(settings, plane), "127.0.0.1", 0, 1, kind))
-    admin = plane_server(create_admin_app(settings, plane), "127.0.0.1", 0, 1, kind)
-    return [data, await _serve(admin)], plane
+    data = await _serve(plane_server(create_app(settings, services), "127.0.0.1", 0, 1, kind))
+    admin = plane_server(create_admin_app(settings, services), "127.0.0.1", 0, 1, kind)
+    return [data, await _serve(admin)], services
 
 
 async def _stop_gateway(servers: list[PlaneServer | GranianServer]) -> None:
-    for server in reversed(servers):  # the data plane's lifespan closes the shared plane
+    for server in reversed(servers):  # the data plane's lifespan closes the shared services
         server.should_exit = True
         await server._lgw_task  # type: ignore[union-attr]
 
@@ -140,7 +138,7 @@ def running_stack(
     settings_overrides.setdefault("upstream_allow", "127.0.0.1/32,tgi.internal")
     settings = Settings(key_pepper=SecretStr(PEPPER), **settings_overrides)
     store = InMemoryStore(registry)
-    servers, plane = loop.run(_start_gateway(settings, store, telemetry))
+    servers, services = loop.run(_start_gateway(settings, store, telemetry))
     try:
         yield Stack(
             sim=sim,
@@ -149,7 +147,7 @@ def running_stack(
             registry=registry,
             admin_url=f"http://127.0.0.1:{servers[1].port}",
             store=store,
-            plane=plane,
+            services=services,
         )
     finally:
         loop.run(_stop_gateway(servers))

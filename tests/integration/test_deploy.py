@@ -18,8 +18,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from gateway.registry.loader import load_policies
 from gateway.registry.models import parse_lora_adapters
+from gateway.store.files import load_policies
 from tests.integration.harness import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,14 +17,14 @@ import pytest
 import redis
 
 from gateway import keys
-from gateway.ratelimit import limiter_key
+from gateway.ratelimit.limits import limiter_key
 from gateway.redis_client import connect
 from gateway.registry import ApiKey, Limits, Registry
-from gateway.registry.loader import load_policies
-from gateway.registry.redis_store import RedisStore
 from gateway.schemas import ChatRequest
 from gateway.settings import Settings
 from gateway.sim import SimConfig, Simulator
+from gateway.store.files import load_policies
+from gateway.store.redis_store import RedisStore
 from tests.integration.harness import Demo, LoopThread, Replica
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "policies" / "examples"

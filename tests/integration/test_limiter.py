@@ -15,7 +15,7 @@ from redis.asyncio import Redis, RedisCluster
 from gateway.auth import Principal
 from gateway.errors import RateLimited
 from gateway.ratelimit import Grant, Limiter, MemoryLimiter, limiter_key
-from gateway.ratelimit_redis import Breaker, RedisLimiter
+from gateway.ratelimit.redis_limiter import Breaker, RedisLimiter
 from gateway.redis_client import connect
 from gateway.registry import Limits, Team
 from gateway.settings import Settings
@@ -92,7 +92,9 @@ def _redis_harness(
         client: Redis | RedisCluster = connect(settings, settings.redis_timeout)
         if cluster:
             await client.flushall()
-        return RedisLimiter(client, lease_seconds=30, breaker=Breaker(3, 1.0))
+        limiter = RedisLimiter(client, lease_seconds=30, breaker=Breaker(3, 1.0))
+        await limiter.start()
+        return limiter
 
     built = loop.run(build())
     yield Harness(loop, built, url, cluster)

@@ -16,10 +16,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from gateway.accounting.tracing import Telemetry
 from gateway.registry import Registry
 from gateway.registry.models import Policy
 from gateway.sim import SimConfig, Simulator
-from gateway.telemetry import Telemetry
 from tests.integration.harness import LoopThread, Stack, running_stack
 from tests.integration.sse import open_raw_request
 

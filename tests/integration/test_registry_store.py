@@ -12,11 +12,11 @@ from pydantic import SecretStr
 
 from gateway.redis_client import connect
 from gateway.registry import Registry
-from gateway.registry.cache import RegistryCache
-from gateway.registry.loader import load_policies
-from gateway.registry.redis_store import RedisStore
-from gateway.registry.store import InMemoryStore, RegistryStore, VersionConflict
 from gateway.settings import Settings
+from gateway.store.base import InMemoryStore, RegistryStore, VersionConflict
+from gateway.store.cache import RegistryCache
+from gateway.store.files import load_policies
+from gateway.store.redis_store import RedisStore
 from tests.integration.harness import LoopThread
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "policies" / "examples"

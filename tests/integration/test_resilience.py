@@ -204,8 +204,8 @@ def test_the_deadline_covers_every_try(loop: LoopThread) -> None:
 
 def test_probes_take_a_dead_replica_out_and_bring_it_back(loop: LoopThread) -> None:
     with pool_of(loop, [SimConfig(), SimConfig()], probe_interval=0.1) as (stack, sims):
-        assert stack.plane is not None
-        balancer = stack.plane.balancer
+        assert stack.services is not None
+        balancer = stack.services.upstream.balancer
         victim = sims[0]
         replica = next(r for r in balancer.all_replicas() if r.url == victim.url)
         assert replica.probe_ok and replica.capacity == 128  # read from TGI's /info
@@ -243,13 +243,13 @@ def _eventually(check: Any, timeout: float = 5.0) -> bool:
 
 def test_a_dns_pool_routes_to_every_address_its_name_resolves_to(loop: LoopThread) -> None:
     with pool_of(loop, [SimConfig()], probe_interval=0.1) as (stack, sims):
-        assert stack.plane is not None
+        assert stack.services is not None
         port = sims[0].url.rsplit(":", 1)[1]
         pool = stack.registry.pools[0].model_copy(
             update={"endpoints": (f"http://localhost:{port}",), "discovery": "dns"}
         )
         stack.reset(loop, stack.registry.model_copy(update={"pools": (pool,)}))
-        balancer = stack.plane.balancer
+        balancer = stack.services.upstream.balancer
         assert _eventually(
             lambda: f"http://127.0.0.1:{port}" in balancer.resolved.get(pool.name, ())
         )
@@ -360,9 +360,11 @@ def test_a_declared_adapter_that_vllm_has_not_loaded_is_refused(
     mixed: tuple[Stack, Simulator, Simulator],
 ) -> None:
     stack, _, vllm = mixed
-    assert stack.plane is not None
-    plane = stack.plane
-    assert _eventually(lambda: "org/not-loaded" in plane.balancer.missing.get("gemma-vllm", ()))
+    assert stack.services is not None
+    services = stack.services
+    assert _eventually(
+        lambda: "org/not-loaded" in services.upstream.balancer.missing.get("gemma-vllm", ())
+    )
     before = len(vllm.seen)
     response = httpx.post(
         f"{stack.url}/v1/chat/completions",

@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from gateway.telemetry import Telemetry
+from gateway.accounting.tracing import Telemetry
 from tests.integration.harness import LoopThread, Stack, running_stack
 
 SQL = "google-cloud-partnership/gemma-2-2b-it-lora-sql"

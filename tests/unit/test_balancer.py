@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from gateway.balancer import Balancer, RetryBudget
 from gateway.errors import UpstreamOverloaded
 from gateway.registry import Pool
+from gateway.upstream.balancer import Balancer, RetryBudget
 
 POOL = Pool(
     name="p", base_model="m/b", endpoints=("http://a:1", "http://b:1", "http://c:1", "http://d:1")
@@ -113,7 +113,7 @@ def test_the_retry_budget_is_a_share_of_active_requests_with_a_floor() -> None:
 
 def test_only_retries_that_may_have_reached_a_gpu_draw_on_the_budget() -> None:
     from gateway.errors import UpstreamError, UpstreamRefused, UpstreamTimeout, UpstreamUnavailable
-    from gateway.retries import costs_budget
+    from gateway.upstream.retries import costs_budget
 
     assert not costs_budget(UpstreamRefused())
     assert not costs_budget(UpstreamUnavailable())  # reset before any answer

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from gateway.errors import UpstreamTimeout
-from gateway.upstream import EventStream
+from gateway.upstream.client import EventStream
 
 EVENT = b'data:{"x":1}\n\n'
 

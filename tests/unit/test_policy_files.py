@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway.registry import Snapshot
-from gateway.registry.loader import PolicyError, load_policies
+from gateway.store.files import PolicyError, load_policies
 
 ROOT = Path(__file__).resolve().parents[2]
 BAD = ROOT / "tests" / "policies" / "bad"

@@ -5,8 +5,16 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.ratelimit import Bucket, Decision, Plan, duration, limiter_key, rate_headers, refused
-from gateway.ratelimit_redis import Breaker
+from gateway.ratelimit.limits import (
+    Bucket,
+    Plan,
+    Verdict,
+    duration,
+    limiter_key,
+    rate_headers,
+    refused,
+)
+from gateway.ratelimit.redis_limiter import Breaker
 
 names = st.text(min_size=1, max_size=20)
 
@@ -50,8 +58,8 @@ PLAN = Plan(
 
 
 def test_headers_report_the_tightest_limit_of_each_kind() -> None:
-    decision = Decision(True, -1, 0, ((7, 18000), (2, 36000), (900, 6000)))
-    assert rate_headers(PLAN, decision) == {
+    verdict = Verdict(True, -1, 0, ((7, 18000), (2, 36000), (900, 6000)))
+    assert rate_headers(PLAN, verdict) == {
         "x-ratelimit-limit-requests": "5",
         "x-ratelimit-remaining-requests": "2",
         "x-ratelimit-reset-requests": "36s",
@@ -62,7 +70,7 @@ def test_headers_report_the_tightest_limit_of_each_kind() -> None:
 
 
 def test_a_concurrency_refusal_says_so_and_when_to_retry() -> None:
-    error = refused(PLAN, Decision(False, 3, 1000, ((7, 1), (2, 1), (900, 1))), 10, None)
+    error = refused(PLAN, Verdict(False, 3, 1000, ((7, 1), (2, 1), (900, 1))), 10, None)
     assert "concurrent" in error.message
     assert error.headers["Retry-After"] == "1"
     assert error.headers["retry-after-ms"] == "1000"

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.asyncio.connection import Connection
 
-from gateway.redis_batch import resp
+from gateway.ratelimit.batch import resp
 
 args = st.lists(st.one_of(st.text(), st.integers(), st.binary()), max_size=20)
 

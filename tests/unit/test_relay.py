@@ -7,8 +7,8 @@ import json
 from typing import Any, cast
 
 from gateway.backends import TGIDialect
-from gateway.forward import relay
-from gateway.upstream import EventStream
+from gateway.upstream.client import EventStream
+from gateway.upstream.relay import relay
 
 DIALECT = TGIDialect()
 CHUNK = (
@@ -46,10 +46,9 @@ def run(first: bytes, rest: list[bytes]) -> tuple[list[bytes], list[Any], Script
         frames = relay(
             cast(EventStream, script),
             first,
-            DIALECT.rewriter("c-1", "sql", False, None),
+            DIALECT.rewriter("c-1", "sql", False, None, False),
             DIALECT,
-            lambda: None,
-            lambda relayed, outcome: ends.append((relayed, outcome)),
+            lambda outcome, relayed: ends.append((relayed, outcome)),
         )
         return [frame async for frame in frames]
 
@@ -86,10 +85,9 @@ def test_events_of_one_read_leave_in_one_write() -> None:
         frames = relay(
             cast(EventStream, script),
             CHUNK,
-            DIALECT.rewriter("c-1", "sql", False, None),
+            DIALECT.rewriter("c-1", "sql", False, None, False),
             DIALECT,
-            lambda: None,
-            lambda relayed, outcome: None,
+            lambda outcome, relayed: None,
         )
         return [frame async for frame in frames]
 

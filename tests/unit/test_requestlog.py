@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway import requestlog
+from gateway.accounting import requestlog
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.streaming import EventTooLarge, SSEDecoder
+from gateway.upstream.sse import EventTooLarge, SSEDecoder
 
 TGI_STREAM = (
     b'data:{"a":1}\n\n:\n\ndata:{"b":"x y"}\n\n'  # TGI: no space, ":" keep-alives

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from gateway.backends import TGIDialect
+from gateway.backends.tgi import model_name
 from gateway.errors import (
     GatewayError,
     InvalidRequest,
@@ -36,7 +37,9 @@ def _body(**fields: Any) -> dict[str, Any]:
     request = ChatRequest.model_validate(
         {"model": "sql", "messages": [{"role": "user", "content": "hi"}], **fields}
     )
-    return json.loads(DIALECT.chat_body(request, ROUTE, 64))  # type: ignore[no-any-return]
+    path, body = DIALECT.translate(request, ROUTE, 64)
+    assert path == "/v1/chat/completions"
+    return json.loads(body)  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize(
@@ -63,7 +66,8 @@ def test_request_translation(fields: dict[str, Any], expected: dict[str, Any]) -
 
 def test_the_base_model_is_asked_as_tgi() -> None:
     route = Route(task="chat", adapter="m/base", pool=POOL, endpoint="http://h:1")
-    assert route.upstream_model == "tgi"
+    assert model_name(route) == "tgi"
+    assert model_name(ROUTE) == "m/sql"
 
 
 def test_system_folding_keeps_content_parts() -> None:

@@ -18,9 +18,9 @@ from datetime import UTC, datetime, timedelta
 
 from redis.asyncio import Redis, RedisCluster
 
-from gateway.ratelimit import team_key
+from gateway.redis_client import team_key
 
-log = logging.getLogger("gateway.usage")
+log = logging.getLogger("gateway.accounting.usage")
 FLUSH_SECONDS = 1.0
 RETENTION_DAYS = 40
 MAX_QUERY_HOURS = 31 * 24
@@ -48,7 +48,7 @@ def _key(team: str, hour: str) -> str:
     return team_key(team, "usage", hour)
 
 
-class Usage:
+class UsageTally:
     """The tally and where it is kept."""
 
     def __init__(self, redis: Redis | RedisCluster | None = None) -> None:

@@ -1,8 +1,8 @@
-"""The admission control of ``ratelimit.py`` in Redis, shared by every replica.
+"""The admission control of ``limits.py`` in Redis, shared by every replica.
 
 One script call per request (``lua/admit.lua``), one after it (``lua/settle.lua``), and
 one renewal per lease period for whatever is still running; the calls of concurrent
-requests share batches (``redis_batch.py``). Redis failures never hang a
+requests share batches (``batch.py``). Redis failures never hang a
 request: short timeouts, no retry storm, a circuit breaker, then the team's policy:
 ``fail_open`` admits through this replica's in-memory limiter, ``fail_closed`` answers 503.
 """
@@ -21,25 +21,25 @@ from redis.exceptions import RedisError
 from gateway.auth import Principal
 from gateway.errors import LimiterUnavailable
 from gateway.metrics import Metrics
-from gateway.ratelimit import (
-    Decision,
+from gateway.ratelimit.batch import RedisClient, Script, ScriptCalls
+from gateway.ratelimit.limits import (
     Grant,
-    MemoryLimiter,
     Plan,
+    Verdict,
     costs,
     new_lease,
     plan_for,
     rate_headers,
     refused,
 )
-from gateway.redis_batch import RedisClient, Script, ScriptCalls
+from gateway.ratelimit.memory import MemoryLimiter
 
-log = logging.getLogger("gateway.ratelimit")
+log = logging.getLogger("gateway.ratelimit.limits")
 FAILURES = (RedisError, OSError, asyncio.TimeoutError)
 
 
 def _script(name: str) -> str:
-    return files("gateway.lua").joinpath(name).read_text()
+    return files("gateway.ratelimit.lua").joinpath(name).read_text()
 
 
 def _reason(exc: BaseException) -> str:
@@ -108,12 +108,15 @@ class RedisLimiter:
         self.metrics.limiter_breaker_open.set_function(lambda: float(breaker.state == "open"))
         self.local = MemoryLimiter(self.metrics)
         self._active: set[Grant] = set()
-        self._keeper = asyncio.get_running_loop().create_task(self._keep_leases(lease_seconds))
+        self._lease_seconds = lease_seconds
+        self._keeper: asyncio.Task[None] | None = None
 
-    async def warm(self) -> None:
-        """Open a connection and load the scripts before the first request needs them."""
+    async def start(self) -> None:
+        """Open a connection and load the scripts before the first request needs them;
+        start renewing the leases of running requests."""
         for script in (self._admit, self._settle, self._renew):
             await self._calls.load(script)
+        self._keeper = asyncio.get_running_loop().create_task(self._keep_leases())
 
     async def admit(self, principal: Principal, tokens: int) -> Grant:
         plan = plan_for(principal)
@@ -126,10 +129,10 @@ class RedisLimiter:
             return self._fallback(principal, plan, tokens, lease)
         self.metrics.admission.observe(time.perf_counter() - started)
         pairs = tuple((int(reply[i]), int(reply[i + 1])) for i in range(3, len(reply), 2))
-        decision = Decision(bool(reply[0]), int(reply[1]) - 1, int(reply[2]), pairs)
-        if not decision.admitted:
-            raise refused(plan, decision, tokens, self.metrics)
-        grant = Grant(plan, lease, tokens, rate_headers(plan, decision))
+        verdict = Verdict(bool(reply[0]), int(reply[1]) - 1, int(reply[2]), pairs)
+        if not verdict.admitted:
+            raise refused(plan, verdict, tokens, self.metrics)
+        grant = Grant(plan, lease, tokens, rate_headers(plan, verdict))
         if plan.lease_sets:
             self._active.add(grant)
         return grant
@@ -150,10 +153,10 @@ class RedisLimiter:
             raise LimiterUnavailable(
                 "Rate limiting is unavailable; retry shortly.", headers={"Retry-After": "1"}
             )
-        decision = self.local.decide(plan, tokens, lease)
-        if not decision.admitted:
-            raise refused(plan, decision, tokens, self.metrics)
-        grant = Grant(plan, lease, tokens, rate_headers(plan, decision), local=True)
+        verdict = self.local.decide(plan, tokens, lease)
+        if not verdict.admitted:
+            raise refused(plan, verdict, tokens, self.metrics)
+        grant = Grant(plan, lease, tokens, rate_headers(plan, verdict), local=True)
         if plan.lease_sets:
             self._active.add(grant)
         return grant
@@ -219,11 +222,11 @@ class RedisLimiter:
         self.metrics.limiter_errors.labels(_reason(exc)).inc()
         log.warning("redis limiter call failed: %s", type(exc).__name__)
 
-    async def _keep_leases(self, lease_seconds: float) -> None:
+    async def _keep_leases(self) -> None:
         """Renew the leases of running requests a few times per lease period (the
         renewals of one round leave as one batch)."""
         while True:
-            await asyncio.sleep(lease_seconds / 3)
+            await asyncio.sleep(self._lease_seconds / 3)
             running = [g for g in self._active if not g.local]
             await asyncio.gather(*(self._guarded(self._renew, *self._renewal(g)) for g in running))
 
@@ -232,7 +235,8 @@ class RedisLimiter:
         return keys, [grant.lease, self._lease_ms]
 
     async def close(self) -> None:
-        self._keeper.cancel()
+        if self._keeper is not None:
+            self._keeper.cancel()
         try:
             async with asyncio.timeout(5):
                 await self._calls.drain()

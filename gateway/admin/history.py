@@ -1,4 +1,4 @@
-"""The admin REST API's read-only reports: the audit log and usage totals."""
+"""The admin REST API's history: the audit log of changes, and usage totals."""
 
 from __future__ import annotations
 
@@ -6,14 +6,16 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 from litestar import Controller, get
+from litestar.di import NamedDependency
 from litestar.params import FromQuery
 
 from gateway.admin.audit import Query
-from gateway.admin.context import AnyRequest, Limit, context
-from gateway.admin.schemas import (
-    AuditEntry,
-    UsageOut,
-)
+from gateway.admin.callers import Caller
+from gateway.admin.editor import Editor
+from gateway.admin.paging import Limit
+from gateway.admin.schemas import AuditEntry, UsageOut
+from gateway.registry import Snapshot
+from gateway.services import Services
 
 DAY = timedelta(days=1)
 
@@ -27,7 +29,8 @@ class AuditRoutes(Controller):
     @get("/")
     async def list_audit(
         self,
-        request: AnyRequest,
+        caller: NamedDependency[Caller],
+        editor: NamedDependency[Editor],
         team: FromQuery[str | None] = None,
         actor: FromQuery[str | None] = None,
         action: FromQuery[str | None] = None,
@@ -35,7 +38,6 @@ class AuditRoutes(Controller):
         before: FromQuery[str | None] = None,
         limit: Limit = 100,
     ) -> list[AuditEntry]:
-        caller, _, _, editor = context(request)
         if not caller.is_org:
             if team is not None and team != caller.team:
                 return []
@@ -55,17 +57,18 @@ class UsageRoutes(Controller):
     @get("/")
     async def usage(
         self,
-        request: AnyRequest,
+        caller: NamedDependency[Caller],
+        services: NamedDependency[Services],
+        snapshot: NamedDependency[Snapshot],
         team: FromQuery[str | None] = None,
         adapter: FromQuery[str | None] = None,
         since: FromQuery[datetime | None] = None,
     ) -> list[UsageOut]:
-        caller, plane, snapshot, _ = context(request)
         teams = sorted(snapshot.teams) if caller.is_org else [str(caller.team)]
         if team is not None:
             teams = [t for t in teams if t == team]
         start = datetime.now(UTC) - DAY if since is None else since
         start = start if start.tzinfo else start.replace(tzinfo=UTC)
-        await plane.usage.flush()  # include this replica's last second
-        rows = await plane.usage.totals(teams, adapter, start)
+        await services.accounting.usage.flush()  # include this replica's last second
+        rows = await services.accounting.usage.totals(teams, adapter, start)
         return [UsageOut(**asdict(row)) for row in rows]

@@ -20,7 +20,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.settings import Settings
-from gateway.streaming import SSEDecoder
+from gateway.upstream.sse import SSEDecoder
 
 _JSON = {
     "Content-Type": "application/json",
@@ -38,7 +38,7 @@ DRAIN_SECONDS = 1.0
 TRANSPORT_FAILURES = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
 
 
-class Upstream:
+class Client:
     """A pooled HTTP client for every backend replica."""
 
     def __init__(self, settings: Settings) -> None:
@@ -73,7 +73,7 @@ class Upstream:
         self, url: str, body: bytes, trace_headers: dict[str, str] | None = None
     ) -> aiohttp.ClientResponse:
         """POST ``body`` as JSON; the caller must release or close the response."""
-        assert self._session is not None, "Upstream.start() was not awaited"
+        assert self._session is not None, "Client.start() was not awaited"
         headers = {**_JSON, **trace_headers} if trace_headers else _JSON
         try:
             return await self._session.post(url, data=body, headers=headers)

@@ -18,11 +18,11 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from gateway.balancer import Balancer, Replica
 from gateway.registry import Pool
-from gateway.registry.cache import RegistryCache
+from gateway.store.cache import RegistryCache
+from gateway.upstream.balancer import Balancer, Replica
 
-log = logging.getLogger("gateway.probes")
+log = logging.getLogger("gateway.upstream.probes")
 _LOAD = re.compile(
     rb"^(tgi_queue_size|tgi_batch_current_size)(?:\{[^}]*\})? ([0-9.e+]+)$", re.MULTILINE
 )

@@ -14,15 +14,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from gateway.registry.models import (
-    Adapter,
-    Mapping,
-    Pool,
-    Record,
-    Registry,
-    Team,
-    reference_problems,
-)
+from gateway.registry.models import Adapter, Mapping, Pool, Record, Registry, Team
+from gateway.store.validation import registry_problems
 
 SECTIONS = ("teams", "adapters", "pools", "mappings")
 _MODELS: dict[str, type[Record]] = {
@@ -67,7 +60,7 @@ def load_policies(path: Path) -> Registry:
     registry = Registry.model_construct(**sections)
     problems = [
         _describe(origins[str(loc[0])][int(loc[1])], loc[2:], msg)
-        for loc, msg in reference_problems(registry)
+        for loc, msg in registry_problems(registry)
     ]
     if problems:
         raise PolicyError(problems)

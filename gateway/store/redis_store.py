@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from redis.asyncio import Redis, RedisCluster
 
 from gateway.registry.models import Registry
-from gateway.registry.store import VersionConflict
+from gateway.store.base import VersionConflict
 
 REGISTRY_KEY = "lgw:registry"
 CHANNEL = "lgw:registry:changed"

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from gateway.balancer import Balancer, Replica, RetryBudget
 from gateway.errors import (
     GatewayError,
     InvalidRequest,
@@ -27,11 +26,25 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.forward import Outbound
 from gateway.registry import Pool
+from gateway.upstream.balancer import Balancer, Replica, RetryBudget
+from gateway.upstream.exchange import Outbound
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """The request's place on the replica that answered, held until the answer is over."""
+
+    balancer: Balancer
+    pool: Pool
+    replica: Replica
+
+    def release(self, healthy: bool | None) -> None:
+        """The request is over: what it says about the replica (``None``: nothing)."""
+        self.balancer.finished(self.pool, self.replica, healthy)
 
 
 def retryable(error: GatewayError, stream: bool) -> bool:
@@ -64,10 +77,10 @@ async def with_retries(
     stream: bool,
     deadline: float,
     attempt: Callable[[Outbound], Awaitable[T]],
-) -> tuple[T, Replica]:
+) -> tuple[T, Slot]:
     """``attempt`` on up to ``MAX_ATTEMPTS`` replicas of the route's pool within
-    ``deadline`` seconds; returns the result and the replica that gave it (still counted
-    in flight: the caller reports its end to the balancer)."""
+    ``deadline`` seconds; returns the result and the slot on the replica that gave it
+    (still in flight there until the caller releases it)."""
     pool, tried = out.route.pool, set[str]()
     budget.active += 1
     try:
@@ -79,7 +92,8 @@ async def with_retries(
                 replica = _next(balancer, pool, out.route.adapter, tried, last_error)
                 tried.add(replica.url)
                 try:
-                    return await _one(balancer, budget, out, replica, attempt, number), replica
+                    result = await _one(balancer, budget, out, replica, attempt, number)
+                    return result, Slot(balancer, pool, replica)
                 except GatewayError as error:
                     final = number == MAX_ATTEMPTS or (costs_budget(error) and not budget.allows())
                     if final or not retryable(error, stream):

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from gateway.admin.audit import AuditLog
 from gateway.admin.changes import public
 from gateway.registry.models import Registry, Team
-from gateway.registry.store import RegistryStore
+from gateway.store.base import RegistryStore
 
 ACTOR = "policies-apply"
 

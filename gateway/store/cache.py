@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Protocol, runtime_checkable
 
 from gateway.registry.snapshot import Snapshot
-from gateway.registry.store import RegistryStore
+from gateway.store.base import RegistryStore
 
 log = logging.getLogger("gateway.registry")
 
