@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.load import Process, Result, compare, load, result
 from bench.report import report
 from gateway import keys
-from tests.integration.harness import free_port, wait_ready
-from tests.redis_servers import RedisProcess
+from tests.integration.harness import wait_ready
+from tests.redis_servers import RedisProcess, free_port
 
 TOKENS = 20
 PROMPT = " ".join(f"word{i}" for i in range(40))  # echoed back: longer than the answer

@@ -99,7 +99,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _sim(args: argparse.Namespace) -> int:
     from gateway.sim.faults import Fault
-    from gateway.sim.server import SimConfig, serve_forever
+    from gateway.sim.server import serve_forever
+    from gateway.sim.state import SimConfig
 
     faults = {}
     for spec in args.fault:

@@ -19,7 +19,12 @@ from typing import Any, cast
 
 import redis
 
-from tests.integration.harness import free_port
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (for servers started as processes)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class RedisProcess:

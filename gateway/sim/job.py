@@ -5,30 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from gateway.sim import protocol
 from gateway.sim.faults import Fault, fault_for
 from gateway.sim.generation import Generation, generate
-
-if TYPE_CHECKING:
-    from gateway.sim.server import Simulator
-
-
-@dataclass
-class SeenRequest:
-    """One request as the simulator received it, and how it ended."""
-
-    path: str
-    body: Any
-    headers: dict[str, str]
-    served_by: str = ""
-    outcome: str = "open"  # open | ok | error | disconnected | reset
-    connection: str = ""
-    """The client's address and port: requests on one kept-alive connection share it."""
+from gateway.sim.state import SeenRequest, SimState
 
 
 class Job:
@@ -36,7 +20,7 @@ class Job:
 
     def __init__(
         self,
-        sim: Simulator,
+        sim: SimState,
         request: web.Request,
         body: Any,
         prompt: str,

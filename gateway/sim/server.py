@@ -12,58 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal
 
 from aiohttp import web
 
-from gateway.registry.models import parse_lora_adapters
 from gateway.sim import protocol
-from gateway.sim.faults import Fault
 from gateway.sim.generation import TemplateError, apply_gemma_template
-from gateway.sim.job import Job, SeenRequest
+from gateway.sim.job import Job
+from gateway.sim.state import SimConfig, SimState
 
 VERSION = "3.3.6-dev0"
 FINGERPRINT = f"{VERSION}-native"
 
 
-@dataclass
-class SimConfig:
-    """How the simulated TGI replica behaves."""
-
-    model_id: str = "google/gemma-2-2b-it"
-    lora_adapters: str = ""
-    """TGI's ``LORA_ADAPTERS`` value (comma-separated, ``id@rev`` and ``name=path`` allowed)."""
-    max_concurrent_requests: int = 128
-    max_input_tokens: int = 8191
-    max_total_tokens: int = 8192
-    max_stop_sequences: int = 4
-    ttft: float = 0.0
-    """Seconds before the first token."""
-    itl: float = 0.0
-    """Seconds between tokens."""
-    stall_seconds: float = 300.0
-    flavor: Literal["tgi", "vllm"] = "tgi"
-    """``vllm``: speak vLLM's OpenAI server instead (adapters by name, real ids, ``data: ``
-    framing, 404 for an unknown model, adapters listed in ``/v1/models``)."""
-    faults: dict[str, Fault] = field(default_factory=dict)
-    """Adapter id (or the base model id) -> the fault every request to it gets."""
-
-
-class Simulator:
+class Simulator(SimState):
     """The simulated replica: an aiohttp app plus what it saw, for tests to inspect."""
 
     def __init__(self, config: SimConfig | None = None) -> None:
-        self.config = config or SimConfig()
-        self.adapters = frozenset(parse_lora_adapters(self.config.lora_adapters))
-        self.seen: list[SeenRequest] = []
-        self._changed = threading.Condition()
-        self.inflight = 0
-        self.peak_inflight = 0
-        """Most requests ever in flight at once (what concurrency tests check)."""
-        self._counters: dict[str, int] = {}
+        super().__init__(config or SimConfig())
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -109,20 +74,6 @@ class Simulator:
             if handler.transport is not None:
                 handler.transport.abort()
         await self._runner.cleanup()
-
-    # -- what tests look at ------------------------------------------------------------
-    def wait_for(self, predicate: Callable[[list[SeenRequest]], bool], timeout: float = 5) -> bool:
-        """Block until ``predicate(self.seen)`` holds (after any change), or the timeout."""
-        with self._changed:
-            return self._changed.wait_for(lambda: predicate(self.seen), timeout)
-
-    def record(self, seen: SeenRequest, outcome: str | None = None) -> None:
-        with self._changed:
-            if outcome is None:
-                self.seen.append(seen)
-            else:
-                seen.outcome = outcome
-            self._changed.notify_all()
 
     # -- routes ------------------------------------------------------------------------
     async def _chat(self, request: web.Request) -> web.StreamResponse:
@@ -269,9 +220,6 @@ class Simulator:
             ),
         ]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
-
-    def count(self, name: str) -> None:
-        self._counters[name] = self._counters.get(name, 0) + 1
 
 
 def serve_forever(config: SimConfig, host: str, port: int) -> None:

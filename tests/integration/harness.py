@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ from gateway.settings import Settings
 from gateway.sim import SimConfig, Simulator
 from gateway.store.base import InMemoryStore
 from gateway.store.files import load_policies
+from tests.redis_servers import free_port
 
 T = TypeVar("T")
 EXAMPLES = Path(__file__).resolve().parents[2] / "policies" / "examples"
@@ -152,13 +152,6 @@ def running_stack(
     finally:
         loop.run(_stop_gateway(servers))
         loop.run(sim.stop())
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago (for servers started as processes)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_ready(url: str, process: subprocess.Popen[str], timeout: float = 30) -> None:

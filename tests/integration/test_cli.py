@@ -16,7 +16,8 @@ import pytest
 
 from gateway import keys
 from gateway.sim import SimConfig, Simulator
-from tests.integration.harness import LoopThread, free_port, wait_ready
+from tests.integration.harness import LoopThread, wait_ready
+from tests.redis_servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PEPPER = "cli-test-pepper"

@@ -20,7 +20,8 @@ import yaml
 
 from gateway.registry.models import parse_lora_adapters
 from gateway.store.files import load_policies
-from tests.integration.harness import free_port, wait_ready
+from tests.integration.harness import wait_ready
+from tests.redis_servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAYS = sorted(p.name for p in (ROOT / "deploy" / "k8s" / "overlays").iterdir())
