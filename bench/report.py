@@ -43,7 +43,24 @@ def report(
             f"{_cell(r.added_ttft_ms, True)} | {_cell(r.cpu_ms_per_request)} | "
             f"{_cell(r.rss_mb)} | {_cell(r.redis_cpu_ms_per_1k)} | {r.errors or ''} |"
         )
+    lines += _against_baseline(results)
     print("\n".join(lines))
     out.parent.mkdir(parents=True, exist_ok=True)
     document = {"when": when, "machine": machine, "seconds": seconds, "idle_cpu_ms_per_s": idle}
     out.write_text(json.dumps({**document, "results": [asdict(r) for r in results]}, indent=2))
+
+
+def _against_baseline(results: list[Result]) -> list[str]:
+    """With ``--baseline``: the gateway's CPU per request against the baseline's, per row."""
+    cpu = {(r.scenario, r.delay_ms, r.concurrency, r.target): r.cpu_ms_per_request for r in results}
+    rows = []
+    for (kind, delay, concurrency, target), base in cpu.items():
+        now = cpu.get((kind, delay, concurrency, "gateway"))
+        if target != "baseline" or not base or now is None:
+            continue
+        change = (now - base) / base * 100
+        rows.append(f"| {kind} | {delay} | {concurrency} | {base:g} | {now:g} | {change:+.1f}% |")
+    if not rows:
+        return []
+    header = "| kind | delay ms | c | baseline CPU ms/req | gateway CPU ms/req | change |"
+    return ["", header, "|---" * 6 + "|", *rows]

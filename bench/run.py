@@ -2,6 +2,7 @@
 
     python bench/run.py [--seconds 4] [--litellm PATH] [--kinds json,stream]
                         [--delays 0,5] [--concurrency 1,16,64] [--out FILE]
+                        [--baseline DIR]
 
 Starts Redis, two TGI simulators (0 and 5 ms between tokens, 20-token answers) and
 ``lora-gateway serve`` with its production settings (Redis registry and limiter with
@@ -10,7 +11,10 @@ worker) when its executable is found (``--litellm``, beside this Python, or on P
 servers under test are pinned to CPU 0 where ``taskset`` exists; the simulators and
 this load generator share CPU 1. Each scenario (kind x upstream delay x concurrency)
 runs against every target in turn: requests/s, latency p50/p99, time to first token,
-what each adds to direct, the server's CPU ms per request and peak RSS. Loopback only;
+what each adds to direct, the server's CPU ms per request and peak RSS. ``--baseline``
+runs a second gateway from another checkout (``git worktree add /tmp/before <commit>``)
+beside this one, on the same CPU and Redis, so a change is measured before and after in
+one run, scenario by scenario. Loopback only;
 every run is bounded in time and in request count. Prints a markdown table, writes JSON.
 """
 
@@ -53,12 +57,14 @@ def _pinned(cpu: int, command: list[str]) -> list[str]:
 
 
 @contextmanager
-def _server(command: list[str], ready_url: str, log: Path, env: dict[str, str]) -> Iterator[int]:
+def _server(
+    command: list[str], ready_url: str, log: Path, env: dict[str, str], cwd: Path | None = None
+) -> Iterator[int]:
     """A server process until the block ends; its output drained to ``log`` (a full pipe
     would stall it)."""
     with log.open("w") as out:
         process = subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, text=True
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, text=True, cwd=cwd
         )
         try:
             wait_ready(ready_url, process, timeout=120)  # LiteLLM imports for a while
@@ -118,6 +124,9 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--out", type=Path, default=Path("bench/results/latest.json"))
     parser.add_argument("--py-spy", help="py-spy executable: profile the gateway per scenario")
+    parser.add_argument(
+        "--baseline", type=Path, help="another checkout of lora-gateway to run beside this one"
+    )
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})  # the load generator stays off the servers' CPU
@@ -156,7 +165,10 @@ def main() -> int:
                 env,
             )
         )
-        targets = {"gateway": (gw_port, {"Authorization": f"Bearer {key.plaintext}"}, gateway)}
+        auth = {"Authorization": f"Bearer {key.plaintext}"}
+        targets = {"gateway": (gw_port, auth, gateway)}
+        if args.baseline:
+            targets["baseline"] = stack.enter_context(_baseline(args.baseline, env, workdir, auth))
         if args.litellm:
             master = f"sk-{os.urandom(16).hex()}"  # it refuses to start without one
             litellm = stack.enter_context(
@@ -171,6 +183,30 @@ def main() -> int:
         )
     report(results, args.out, args.seconds, idle, TOKENS)
     return 0
+
+
+@contextmanager
+def _baseline(
+    tree: Path, env: dict[str, str], workdir: Path, auth: dict[str, str]
+) -> Iterator[tuple[int, dict[str, str], int]]:
+    """The gateway of another checkout, with the same settings on its own ports; ``-m``
+    with that checkout as the working directory imports its ``gateway`` package."""
+    port = free_port()
+    tree = tree.resolve()
+    env = {
+        **env,
+        "LGW_PORT": str(port),
+        "LGW_ADMIN_PORT": str(free_port()),
+        "PYTHONPATH": str(tree),
+    }
+    with _server(
+        _pinned(0, [*CLI, "serve"]),
+        f"http://127.0.0.1:{port}/readyz",
+        workdir / "baseline.log",
+        env,
+        cwd=tree,
+    ) as pid:
+        yield port, auth, pid
 
 
 def _find_litellm() -> str | None:
@@ -230,7 +266,7 @@ async def _scenarios(
             cpu_ms = (server.cpu_seconds() - cpu_before) * 1000
             measured.cpu_ms_per_request = round(cpu_ms / max(1, measured.requests), 3)
             measured.rss_mb = round(server.peak_rss_mb(), 1)
-            if target == "gateway":
+            if target in ("gateway", "baseline"):
                 redis_ms = (redis_cpu() - redis_before) * 1000
                 measured.redis_cpu_ms_per_1k = round(redis_ms * 1000 / max(1, measured.requests), 1)
             results.append(measured)
