@@ -84,12 +84,16 @@ def eligible(team: Team, pool: Pool) -> bool:
 
 
 def check_access(team: Team, found: Candidate, ask: Ask | None) -> Decision:
-    """The decision for one team, one resolved adapter and (when given) one request."""
+    """The decision for one team, one resolved adapter and (when given) one request.
+
+    Shadow mode relaxes only the team's own restrictions (data class, pool labels, caps):
+    another team's ownership of an adapter holds whatever the caller's policy says.
+    """
     pools = tuple(p for p in found.pools if eligible(team, p))
     reason = _refusal(team, found.record, found.adapter, pools, found.pools, ask)
     if reason is None:
         return Decision(True, "ok", pools)
-    if team.policy.shadow:
+    if team.policy.shadow and reason != "adapter_not_granted":
         return Decision(True, reason, pools or found.pools, shadowed=True)
     return Decision(False, reason, pools)
 

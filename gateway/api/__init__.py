@@ -1,1 +1,2 @@
-"""HTTP surfaces: the OpenAI data plane, probes, and (later) the admin plane."""
+"""The data plane's HTTP surface: the OpenAI routes, probes, error rendering, and the
+watch for clients that hang up."""

@@ -212,6 +212,16 @@ TABLE = [
         ["us", "eu"],
     ),
     (
+        "shadow mode never opens another team's private adapter",
+        team(shadow=True),
+        PRIVATE_OTHER,
+        BOTH,
+        None,
+        False,
+        "adapter_not_granted",
+        ["us", "eu"],
+    ),
+    (
         "shadow without an eligible pool: all candidates",
         team(shadow=True, data_class="restricted"),
         OWN,
@@ -242,7 +252,7 @@ def test_decision(
     decision = check_access(who, found(record, pools), ask)
     assert (decision.allowed, decision.reason) == (allowed, reason)
     assert [p.name for p in decision.pools] == eligible
-    assert decision.shadowed == (who.policy.shadow and reason != "ok")
+    assert decision.shadowed == (who.policy.shadow and allowed and reason != "ok")
 
 
 def test_caps_are_validated_at_load() -> None:

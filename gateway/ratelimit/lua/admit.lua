@@ -1,4 +1,4 @@
--- lgw admission, version 1 (keep LIMITER_VERSION in ratelimit.py in step).
+-- lgw admission, version 1 (keep LIMITER_VERSION in ratelimit/limits.py in step).
 -- One call decides one request against every limit that applies to it (team and key;
 -- requests/min and tokens/min as token buckets, concurrency as leases): all are checked
 -- first, then all are debited, or none is. The clock is Redis TIME, never a replica's,
