@@ -124,6 +124,17 @@ class Metrics:
             TEAM_POLICY,
             registry=r,
         )
+        self.probe_failures = Counter(
+            "lgw_probe_failures_total",
+            "Failed replica probes (reason: unreachable, status, malformed).",
+            POOL_REASON,
+            registry=r,
+        )
+        self.probe_rounds = Counter(
+            "lgw_probe_rounds_total",
+            "Completed probe rounds over every replica (flat: probing stopped).",
+            registry=r,
+        )
         self.limiter_breaker_open = Gauge(
             "lgw_limiter_breaker_open",
             "1 while the limiter's Redis circuit breaker is open.",

@@ -86,7 +86,7 @@ def build_services(
         settings=settings,
         registry=registry,
         limiter=limiter,
-        upstream=Upstream(settings, registry, rng),
+        upstream=Upstream(settings, registry, rng, metrics),
         accounting=Accounting(metrics, usage, telemetry, limiter),
         metrics=metrics,
         rng=rng,

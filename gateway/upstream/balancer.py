@@ -74,9 +74,10 @@ class Balancer:
         self.resolved: dict[str, tuple[str, ...]] = {}
         """Replica URLs found by DNS for pools with ``discovery: dns``."""
 
-    def all_replicas(self) -> list[Replica]:
-        """Every replica of every pool seen so far (what the prober visits)."""
-        return [r for known in self._pools.values() for r in known.values()]
+    def all_replicas(self) -> list[tuple[str, Replica]]:
+        """Every replica of every pool seen so far, with its pool's name (what the prober
+        visits)."""
+        return [(name, r) for name, known in self._pools.items() for r in known.values()]
 
     def replicas(self, pool: Pool) -> list[Replica]:
         """The pool's replicas, following its current endpoint list (kept state by URL)."""

@@ -76,7 +76,9 @@ class Client:
         assert self._session is not None, "Client.start() was not awaited"
         headers = {**_JSON, **trace_headers} if trace_headers else _JSON
         try:
-            return await self._session.post(url, data=body, headers=headers)
+            # A redirect is an upstream error, never followed: it would send the prompt to
+            # a host the registry does not name (and LGW_UPSTREAM_ALLOW never checked).
+            return await self._session.post(url, data=body, headers=headers, allow_redirects=False)
         except TRANSPORT_FAILURES as exc:
             raise transport_error(exc) from None
 

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from gateway.backends import DIALECTS, Dialect, Usage
 from gateway.backends.responses import text_of
+from gateway.metrics import Metrics
 from gateway.routing import Route
 from gateway.schemas import OpenAIRequest
 from gateway.settings import Settings
@@ -82,7 +83,9 @@ class Upstream:
     """The backends as the data plane sees them: one HTTP client, the balancer that
     picks replicas, the prober that keeps its view fresh, the retry budget."""
 
-    def __init__(self, settings: Settings, registry: RegistryCache, rng: random.Random) -> None:
+    def __init__(
+        self, settings: Settings, registry: RegistryCache, rng: random.Random, metrics: Metrics
+    ) -> None:
         self.client = Client(settings)
         self.balancer = Balancer(
             eject_after=settings.eject_after_failures,
@@ -90,7 +93,7 @@ class Upstream:
             rng=rng,
         )
         self.retry_budget = RetryBudget()
-        self.prober = Prober(self.balancer, registry, settings.probe_interval)
+        self.prober = Prober(self.balancer, registry, settings.probe_interval, metrics)
         self._deadline = settings.upstream_deadline
 
     async def start(self) -> None:

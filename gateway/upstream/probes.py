@@ -4,13 +4,17 @@ Every ``interval`` seconds each known replica gets ``GET /health`` (TGI binds it
 only after warm-up, and after an error its ``/health`` runs a real forward pass) and
 ``GET /metrics`` (``tgi_queue_size``, ``tgi_batch_current_size``); ``GET /info`` once for
 ``max_concurrent_requests``. A replica that fails its probe takes no new requests until
-a probe passes again. Nothing here is on a request's path.
+a probe passes again; a redirect is a failed probe, never followed. Whatever one replica
+answers (garbage included) is that replica's failure, logged and counted
+(``lgw_probe_failures_total``); a round never stops the next one
+(``lgw_probe_rounds_total`` keeps rising). Nothing here is on a request's path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import socket
@@ -18,6 +22,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from gateway.metrics import Metrics
 from gateway.registry import Pool
 from gateway.store.cache import RegistryCache
 from gateway.upstream.balancer import Balancer, Replica
@@ -28,13 +33,26 @@ _LOAD = re.compile(
 )
 
 
+class ProbeFailed(Exception):
+    """A replica answered a probe wrongly; ``reason`` is the metric's label."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class Prober:
     """Probes every replica of every pool in the current registry."""
 
     def __init__(
-        self, balancer: Balancer, registry: RegistryCache, interval: float, timeout: float = 1.0
+        self,
+        balancer: Balancer,
+        registry: RegistryCache,
+        interval: float,
+        metrics: Metrics,
+        timeout: float = 1.0,
     ) -> None:
-        self._balancer, self._registry = balancer, registry
+        self._balancer, self._registry, self._metrics = balancer, registry, metrics
         self._interval = interval
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._task: asyncio.Task[None] | None = None
@@ -59,7 +77,10 @@ class Prober:
     async def _forever(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
-            await self.probe_all()
+            try:
+                await self.probe_all()
+            except Exception:  # a registry or DNS surprise: log it, probe again next round
+                log.exception("probe round failed")
 
     async def probe_all(self) -> None:
         """One round over every replica of every pool."""
@@ -71,7 +92,8 @@ class Prober:
                 if found:  # keep the last answer when DNS has none right now
                     self._balancer.resolved[pool.name] = found
             self._balancer.replicas(pool)  # follow endpoint changes
-        await asyncio.gather(*(self.probe(r) for r in self._balancer.all_replicas()))
+        await asyncio.gather(*(self.probe(pool, r) for pool, r in self._balancer.all_replicas()))
+        self._metrics.probe_rounds.inc()
 
     async def _check_loaded(self, pool: Pool) -> None:
         """vLLM lists its LoRA modules: note declared adapters no replica has loaded."""
@@ -79,10 +101,9 @@ class Prober:
         loaded: set[str] = set()
         for replica in self._balancer.replicas(pool):
             try:
-                async with self._session.get(f"{replica.url}/v1/models") as response:
-                    listed = await response.json(content_type=None)
+                listed = json.loads(await self._get(f"{replica.url}/v1/models"))
                 loaded |= {str(m.get("id")) for m in listed.get("data", [])}
-            except (aiohttp.ClientError, TimeoutError, OSError, ValueError, AttributeError):
+            except Exception:  # noqa: S112 - the health probes judge and count the replica
                 continue
         if not loaded:
             return  # nobody answered: the health probes deal with that
@@ -95,27 +116,47 @@ class Prober:
             )
         self._balancer.missing[pool.name] = missing
 
-    async def probe(self, replica: Replica) -> None:
-        """Health, then (when healthy) load and, once, capacity."""
-        assert self._session is not None
+    async def probe(self, pool: str, replica: Replica) -> None:
+        """Health, then load and, once, capacity; any failure is this replica's alone."""
         try:
-            async with self._session.get(f"{replica.url}/health") as response:
-                replica.probe_ok = response.status == 200
-            if replica.probe_ok:
-                await self._read_load(replica)
-        except (aiohttp.ClientError, TimeoutError, OSError):
+            await self._get(f"{replica.url}/health")
+            replica.queue = _load(await self._get(f"{replica.url}/metrics"))
+            if replica.capacity is None:
+                replica.capacity = _capacity(await self._get(f"{replica.url}/info"))
+            replica.probe_ok = True
+        except Exception as exc:  # whatever a replica answers must not stop the others
             replica.probe_ok = False
+            reason = _reason(exc)
+            self._metrics.probe_failures.labels(pool, reason).inc()
+            log.warning("probe of %s failed: %s", replica.url, reason)
 
-    async def _read_load(self, replica: Replica) -> None:
+    async def _get(self, url: str) -> bytes:
+        """The body of a 200 answer; redirects are never followed."""
         assert self._session is not None
-        async with self._session.get(f"{replica.url}/metrics") as response:
-            text = await response.read()
-        replica.queue = sum(float(value) for _, value in _LOAD.findall(text))
-        if replica.capacity is None:
-            async with self._session.get(f"{replica.url}/info") as response:
-                info = await response.json(content_type=None)
-            capacity = info.get("max_concurrent_requests") if isinstance(info, dict) else None
-            replica.capacity = capacity if isinstance(capacity, int) and capacity > 0 else None
+        async with self._session.get(url, allow_redirects=False) as response:
+            if response.status != 200:
+                raise ProbeFailed("status")
+            return await response.read()
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ProbeFailed):
+        return exc.reason
+    if isinstance(exc, aiohttp.ClientError | TimeoutError | OSError):
+        return "unreachable"
+    return "malformed"
+
+
+def _load(metrics: bytes) -> float:
+    """TGI's queue plus its running batch, from its Prometheus text."""
+    return sum(float(value) for _, value in _LOAD.findall(metrics))
+
+
+def _capacity(info: bytes) -> int | None:
+    """``max_concurrent_requests`` from TGI's ``/info``, when it says."""
+    parsed = json.loads(info)
+    capacity = parsed.get("max_concurrent_requests") if isinstance(parsed, dict) else None
+    return capacity if isinstance(capacity, int) and capacity > 0 else None
 
 
 async def resolve(endpoints: tuple[str, ...]) -> tuple[str, ...]:

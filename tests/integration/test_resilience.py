@@ -207,7 +207,7 @@ def test_probes_take_a_dead_replica_out_and_bring_it_back(loop: LoopThread) -> N
         assert stack.services is not None
         balancer = stack.services.upstream.balancer
         victim = sims[0]
-        replica = next(r for r in balancer.all_replicas() if r.url == victim.url)
+        replica = next(r for _, r in balancer.all_replicas() if r.url == victim.url)
         assert replica.probe_ok and replica.capacity == 128  # read from TGI's /info
         port = int(victim.url.rsplit(":", 1)[1])
         loop.run(victim.kill())

@@ -1,0 +1,67 @@
+"""The gateway speaks only to the endpoints the registry names: a backend cannot send
+it, or a prompt, anywhere else."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+from aiohttp import web
+
+from tests.integration.harness import LoopThread, running_stack
+from tests.integration.hosts import Host
+
+HELLO = {"model": "sql", "messages": [{"role": "user", "content": "a secret prompt"}]}
+
+
+@contextmanager
+def hosts(loop: LoopThread, redirect: set[str]) -> Iterator[tuple[Host, Host]]:
+    """A trap, and a replica that redirects the requests named in ``redirect`` to it
+    (and answers the others as a healthy TGI would)."""
+    trap = Host()
+    loop.run(trap.start())
+
+    async def replica(request: web.Request) -> web.StreamResponse:
+        if f"{request.method} {request.path}" in redirect:
+            raise web.HTTPTemporaryRedirect(f"{trap.url}{request.path}")
+        if request.path == "/info":
+            return web.json_response({"max_concurrent_requests": 128})
+        return web.Response(text="")
+
+    redirector = Host(replica)
+    loop.run(redirector.start())
+    try:
+        yield redirector, trap
+    finally:
+        loop.run(redirector.stop())
+        loop.run(trap.stop())
+
+
+def test_upstream_redirects_are_never_followed_on_the_data_plane(loop: LoopThread) -> None:
+    posts = {"POST /v1/chat/completions"}
+    with (
+        hosts(loop, posts) as (replica, trap),
+        running_stack(loop, endpoints=(replica.url,)) as stack,
+    ):
+        auth = {"Authorization": f"Bearer {stack.keys['analytics']}"}
+        for body in (HELLO, {**HELLO, "stream": True}):
+            answer = httpx.post(f"{stack.url}/v1/chat/completions", json=body, headers=auth)
+            assert answer.status_code == 502
+            assert answer.json()["error"]["code"] == "upstream_error"
+        assert "POST /v1/chat/completions" in replica.seen
+    assert trap.seen == []
+
+
+def test_upstream_redirects_are_never_followed_by_probes(loop: LoopThread) -> None:
+    probes = {"GET /health", "GET /metrics", "GET /info"}
+    with (
+        hosts(loop, probes) as (replica, trap),
+        running_stack(loop, endpoints=(replica.url,), probe_interval=0.05),
+    ):
+        deadline = time.monotonic() + 20
+        while replica.seen.count("GET /health") < 3:  # several probe rounds went by
+            assert time.monotonic() < deadline, replica.seen
+            time.sleep(0.02)  # polling a list the server appends to, bounded
+    assert trap.seen == []
