@@ -1,1 +1,1 @@
-"""Benchmarks: ``python bench/run.py`` and friends (see the README, Performance)."""
+"""Benchmarks: ``python bench/run.py`` and friends (see bench/README.md)."""

@@ -1,4 +1,4 @@
-"""The output of ``bench/run.py``: a markdown table on stdout (what the README shows)
+"""The output of ``bench/run.py``: a markdown table on stdout (what bench/README.md shows)
 and the same figures as JSON."""
 
 from __future__ import annotations

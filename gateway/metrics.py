@@ -1,4 +1,4 @@
-"""Every metric the gateway exports, declared once (DESIGN.md, Metrics).
+"""Every metric the gateway exports, declared once (docs/observability.md lists them).
 
 Label values come only from registry names and fixed vocabularies, never from a
 client's input: an unknown team, task or adapter is ``other``, a request that never

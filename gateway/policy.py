@@ -147,7 +147,7 @@ def refusal(decision: Decision) -> PermissionDenied:
 def max_tokens_for(requested: int | None, settings: Settings, caps: Caps | None = None) -> int:
     """The ``max_tokens`` to send upstream: always explicit, never above a cap.
 
-    Without it TGI generates up to the whole context window (reference §7).
+    Without it TGI generates up to the whole context window (docs/reference/tgi-protocol.md §7).
     """
     team_cap = caps.max_tokens if caps is not None and caps.max_tokens else None
     if requested is None:

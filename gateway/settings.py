@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     server: Literal["uvicorn", "granian"] = "uvicorn"
     """HTTP server of both planes. ``granian`` (its embedded server, experimental
     upstream; ``pip install 'lora-gateway[granian]'``) is there to compare: on the
-    benchmark it was not faster (README, Performance)."""
+    benchmark it was not faster (bench/README.md)."""
 
     policies: Path | None = None
     """A policy YAML file or a folder of them: the registry when no Redis is configured."""

@@ -1,5 +1,5 @@
 """Backend failures in the gateway's error tree: a non-200 answer, or an error event in
-a stream (TGI sends both shapes of reference/tgi-protocol.md §4; vLLM's OpenAI-shaped
+a stream (TGI sends both shapes of docs/reference/tgi-protocol.md §4; vLLM's OpenAI-shaped
 errors read the same way)."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The TGI dialect: clean OpenAI in, TGI out; TGI in, clean OpenAI out.
 
-What TGI does differently (reference/tgi-protocol.md) and what this module does about it:
+What TGI does differently (docs/reference/tgi-protocol.md) and what this module does about it:
 - ``model`` selects the adapter; ``"tgi"`` is the base model; an unknown id silently
   gets the base model (§1). -> ``model`` always comes from the registry
   (``gateway/routing.py``); the base model is asked for as ``"tgi"`` (``TGI_BASE_MODEL``).
@@ -40,7 +40,7 @@ from gateway.routing import Route
 from gateway.schemas import ChatRequest, OpenAIRequest
 
 # TGI's OpenAI routes treat `model` as the adapter id, and "tgi" as the base model
-# (router/src/lib.rs: `model.filter(|m| *m != "tgi")`; reference/tgi-protocol.md §1).
+# (router/src/lib.rs: `model.filter(|m| *m != "tgi")`; docs/reference/tgi-protocol.md §1).
 TGI_BASE_MODEL = "tgi"
 
 

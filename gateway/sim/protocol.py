@@ -1,4 +1,4 @@
-"""TGI's bodies, events and headers, byte for byte (reference/tgi-protocol.md §3-§5)."""
+"""TGI's bodies, events and headers, byte for byte (docs/reference/tgi-protocol.md §3-§5)."""
 
 from __future__ import annotations
 

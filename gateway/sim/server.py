@@ -1,6 +1,6 @@
 """A TGI simulator: TGI v3.3's HTTP routes and wire format, field for field, quirks kept.
 
-What it copies from TGI (reference/tgi-protocol.md): ``data:`` framing without a space;
+What it copies from TGI (docs/reference/tgi-protocol.md): ``data:`` framing without a space;
 chat ``id`` always ``""``; no role-only chunk; the ``choices: []`` usage chunk; raw
 ``stop_sequence``; stream errors as HTTP 200 events followed by ``data:[DONE]`` (chat,
 completions) or by nothing (``/generate_stream``); 429 "Model is overloaded" past

@@ -1,6 +1,6 @@
 """The registry in Redis: one versioned document, changed atomically, announced on pub/sub.
 
-Layout (DESIGN.md, Redis keys): ``lgw:registry`` is a hash ``{version, doc}``; a save
+Layout (docs/design.md, Redis keys): ``lgw:registry`` is a hash ``{version, doc}``; a save
 bumps the version and publishes it on ``lgw:registry:changed`` in the same script, so a
 replica that sees the message and loads will see that version or a later one. One key
 means one Redis Cluster slot, and the document is small (it is read whole anyway).

@@ -1,6 +1,6 @@
 """The simulator's bodies against TGI's own OpenAPI spec, where the spec is right.
 
-Where the spec is wrong (reference/tgi-protocol.md §10) the simulator follows the TGI
+Where the spec is wrong (docs/reference/tgi-protocol.md §10) the simulator follows the TGI
 source instead, and the test says so: ``/v1/models`` is a list, streamed errors are
 HTTP 200 events, ``details`` defaults to false.
 """

@@ -1,4 +1,4 @@
-"""One test per TGI quirk the gateway absorbs (reference/tgi-protocol.md): the app sees
+"""One test per TGI quirk the gateway absorbs (docs/reference/tgi-protocol.md): the app sees
 clean OpenAI, and the simulator shows what TGI was really sent."""
 
 from __future__ import annotations
