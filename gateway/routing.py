@@ -77,5 +77,6 @@ def pick_target(targets: tuple[Target, ...], rng: random.Random) -> Target:
 
 
 def _printable(name: str) -> str:
-    """The client's own ``model`` string, trimmed for echoing in an error message."""
-    return name[:64].encode("ascii", "replace").decode()
+    """The client's own ``model`` string, trimmed for echoing in an error message:
+    printable ASCII only (no control characters reach a message, a log or a terminal)."""
+    return "".join(c if c.isascii() and c.isprintable() else "?" for c in name[:64])

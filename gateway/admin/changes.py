@@ -13,9 +13,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
+
 from gateway import keys as keygen
 from gateway.admin.schemas import KeyIn, MappingIn, TeamIn, TeamPatch
-from gateway.errors import Conflict, NotFound
+from gateway.errors import Conflict, NotFound, Unprocessable
 from gateway.registry import Adapter, ApiKey, Mapping, Pool, Registry, Team
 
 Edit = tuple[Registry, Any, Any]
@@ -119,7 +121,10 @@ def rotate_key(
     """A new key with the old one's name, role and limits; the old one expires after the
     grace period (or sooner, if it already would)."""
     old = find_key(registry, name, key_id)
-    ends = datetime.now(UTC) + timedelta(seconds=grace_seconds)
+    now = datetime.now(UTC)
+    if old.expires_at is not None and old.expires_at <= now:
+        raise Conflict("The key has expired: create a new key instead of rotating it.")
+    ends = now + timedelta(seconds=grace_seconds)
     if old.expires_at is not None:
         ends = min(ends, old.expires_at)
     retiring = old.model_copy(update={"expires_at": ends})
@@ -134,7 +139,13 @@ def rotate_key(
 def put_mapping(registry: Registry, team_name: str | None, task: str, body: MappingIn) -> Edit:
     if team_name is not None:
         team(registry, team_name)
-    new = Mapping(team=team_name, task=task, adapter=body.adapter, targets=body.targets)
+    try:
+        new = Mapping(team=team_name, task=task, adapter=body.adapter, targets=body.targets)
+    except ValidationError as exc:  # neither or both forms, a bad adapter id or task name
+        messages = (
+            f"{'.'.join(map(str, e['loc'])) or 'mapping'}: {e['msg']}" for e in exc.errors()
+        )
+        raise Unprocessable("; ".join(messages)) from None
     old = _mapping(registry, team_name, task)
     others = tuple(m for m in registry.mappings if m is not old)
     return registry.model_copy(update={"mappings": (*others, new)}), public(old), public(new)
