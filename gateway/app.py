@@ -25,6 +25,9 @@ from gateway.settings import Settings
 
 __all__ = ["create_admin_app", "create_app"]
 
+# Litestar adds "; charset=utf-8" to every text type itself: naming it here too sent it
+# twice, and Prometheus 3 refuses a Content-Type with a repeated parameter.
+_PROMETHEUS_TEXT = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
 _ERROR_HANDLERS = {
     GatewayError: errors.gateway_error,
     HTTPException: errors.http_error,
@@ -65,7 +68,7 @@ def create_admin_app(settings: Settings, services: Services) -> Litestar:
 
     editor = Editor(services.registry, audit_log_for(services.registry.store))
 
-    @get("/metrics", include_in_schema=False, media_type=CONTENT_TYPE_LATEST)
+    @get("/metrics", include_in_schema=False, media_type=_PROMETHEUS_TEXT)
     async def metrics() -> bytes:
         return generate_latest(services.metrics.registry)
 

@@ -6,10 +6,12 @@ import os
 from typing import Any
 
 from litestar import Request, Response, get, post
+from litestar.exceptions import HTTPException
 from litestar.response import Stream
 
 from gateway.api.disconnect import unless_disconnected
 from gateway.auth import Principal, authenticate
+from gateway.errors import RequestTooLarge
 from gateway.policy import Ask, check_access, enforce, max_tokens_for
 from gateway.ratelimit import Grant
 from gateway.registry import Snapshot
@@ -42,7 +44,7 @@ async def _complete(request: AnyRequest, schema: type[OpenAIRequest]) -> Respons
     try:
         with record.stage("authenticate"):
             principal = record.authenticated(_authenticate(request, services, snapshot))
-        asked = record.parsed(parse(schema, await request.body()))
+        asked = record.parsed(parse(schema, await _body(request)))
         with record.stage("resolve"):
             found = resolve(principal, asked.model, snapshot, services.rng)
         with record.stage("authorize"):
@@ -98,6 +100,17 @@ def _servable(principal: Principal, snapshot: Snapshot, task: str) -> bool:
         check_access(principal.team, candidate(snapshot, task, t.adapter), None).allowed
         for t in mapping.choices
     )
+
+
+async def _body(request: AnyRequest) -> bytes:
+    """The request body; one over ``LGW_MAX_BODY_BYTES`` is our own 413 (so it is counted
+    and logged as ``request_too_large``, not as an internal error)."""
+    try:
+        return await request.body()
+    except HTTPException as exc:
+        if exc.status_code == 413:
+            raise RequestTooLarge("The request body is too large.") from None
+        raise
 
 
 def _begin(request: AnyRequest) -> tuple[Services, Snapshot, str]:

@@ -227,3 +227,32 @@ def test_client_input_never_becomes_a_label(priced: Stack) -> None:
         )
         == 2500
     )
+
+
+def _strict_media_type(value: str) -> tuple[str, dict[str, str]]:
+    """A Content-Type read as strictly as Prometheus 3 does (Go's mime.ParseMediaType):
+    one type, then ``name=value`` parameters, none of them twice."""
+    kind, *parts = (part.strip() for part in value.split(";"))
+    params: dict[str, str] = {}
+    for part in parts:
+        name, equals, raw = part.partition("=")
+        assert equals and name and raw, f"malformed parameter {part!r} in {value!r}"
+        assert name.lower() not in params, f"duplicate parameter {name!r} in {value!r}"
+        params[name.lower()] = raw.strip('"')
+    return kind, params
+
+
+def test_the_scrape_content_type_has_each_parameter_once(priced: Stack) -> None:
+    response = httpx.get(f"{priced.admin_url}/metrics", timeout=10)
+    [header] = response.headers.get_list("content-type")
+    assert _strict_media_type(header) == ("text/plain", {"version": "1.0.0", "charset": "utf-8"})
+
+
+def test_a_body_too_large_is_counted_as_request_too_large(loop: LoopThread) -> None:
+    with running_stack(loop, max_body_bytes=2000) as stack:
+        big = {"model": "sql", "messages": [{"role": "user", "content": "x" * 5000}]}
+        assert _chat(stack, "analytics", big).status_code == 413
+        found = samples(stack)
+    refused = {"team": "analytics", "task": "other", "adapter": "none", "pool": "none"}
+    assert value(found, "lgw_requests_total", **refused, code="request_too_large") == 1
+    assert value(found, "lgw_requests_total", **refused, code="internal_error") == 0
