@@ -250,7 +250,10 @@ def test_the_scrape_content_type_has_each_parameter_once(priced: Stack) -> None:
 
 def test_a_body_too_large_is_counted_as_request_too_large(loop: LoopThread) -> None:
     with running_stack(loop, max_body_bytes=2000) as stack:
-        big = {"model": "sql", "messages": [{"role": "user", "content": "x" * 5000}]}
+        big: dict[str, object] = {
+            "model": "sql",
+            "messages": [{"role": "user", "content": "x" * 5000}],
+        }
         assert _chat(stack, "analytics", big).status_code == 413
         found = samples(stack)
     refused = {"team": "analytics", "task": "other", "adapter": "none", "pool": "none"}
