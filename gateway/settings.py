@@ -6,11 +6,72 @@ Nothing else in the package reads ``os.environ``: ``create_app(settings)`` recei
 
 from __future__ import annotations
 
+import ipaddress
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DENIED_PORTS = frozenset(
+    {
+        *(22, 23, 25, 53, 110, 111, 135, 139, 143, 389, 445, 465, 587, 636, 993, 995),
+        *(1433, 1521, 2049, 2181, 2375, 2376, 2379, 2380, 3306, 3389, 4222, 5432, 5672),
+        *(6379, 6443, 7000, 7001, 9042, 9092, 9200, 10250, 10255, 11211, 26379, 27017),
+    }
+)
+"""SSH, telnet, mail, DNS, RPC, SMB, LDAP, databases, ZooKeeper, Docker, etcd, RDP, NATS,
+AMQP, Redis, the Kubernetes API and kubelet, Cassandra, Kafka, Elasticsearch, memcached,
+Redis Sentinel, MongoDB."""
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One allowlist entry: a host name or a network, and the one port it names, if any."""
+
+    host: str | None
+    network: Network | None
+    port: int | None
+
+    def allows(self, host: str, port: int) -> bool:
+        """Whether ``host:port`` is what this entry names."""
+        if self.port is not None and port != self.port:
+            return False
+        if self.host is not None:
+            return host == self.host
+        try:
+            assert self.network is not None
+            return ipaddress.ip_address(host) in self.network
+        except ValueError:  # a name, or an IP in a non-canonical form (decimal, octal, hex)
+            return False
+
+
+def parse_entry(text: str) -> Entry:
+    """``host``, ``host:port``, ``cidr``, ``cidr:port`` or ``[v6-cidr]:port``."""
+    text = text.strip().lower()
+    where, number = text, ""
+    if text.startswith("["):
+        where, _, rest = text[1:].partition("]")
+        number = rest.removeprefix(":")
+    elif text.count(":") == 1:
+        where, _, number = text.partition(":")
+    port = int(number) if number.isdigit() else None
+    if number and (port is None or not 0 < port < 65536):
+        raise ValueError(f"no valid port in allowlist entry {text!r}")
+    if "/" in where:
+        return Entry(None, ipaddress.ip_network(where, strict=False), port)
+    return Entry(where, None, port)
+
+
+@lru_cache(maxsize=64)  # settings are fixed: parsed once per value
+def entries(allow: str) -> tuple[Entry, ...]:
+    """The entries of an ``LGW_UPSTREAM_ALLOW`` value."""
+    return tuple(parse_entry(e) for e in allow.split(",") if e.strip())
 
 
 class Settings(BaseSettings):
@@ -55,8 +116,19 @@ class Settings(BaseSettings):
     )
     """Where to send traces (the standard OTEL variables); unset: tracing off."""
     upstream_allow: str = ""
-    """Hosts and CIDRs (comma-separated) that pool endpoints created through the admin API
-    may point to; empty allows none. Policy files are trusted deploy-time config."""
+    """Hosts and CIDRs (comma-separated), each optionally with ``:port``, that pool
+    endpoints created through the admin API may point to; empty allows none. Policy files
+    are trusted deploy-time config (``gateway/upstream/allowlist.py``)."""
+    upstream_deny_ports: frozenset[int] = DENIED_PORTS
+    """Ports never contacted (admin-created pools, probes, requests) unless an
+    ``LGW_UPSTREAM_ALLOW`` entry names the port: services that do not speak HTTP."""
+
+    @field_validator("upstream_allow")
+    @classmethod
+    def _allow_parses(cls, value: str) -> str:
+        entries(value)  # a malformed entry fails at start, naming itself
+        return value
+
     key_pepper: SecretStr | None = None
     """Secret mixed into every stored API-key hash (HMAC-SHA256). Required once keys exist."""
 

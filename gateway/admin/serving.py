@@ -11,11 +11,11 @@ from gateway.admin.callers import Caller
 from gateway.admin.editor import Editor
 from gateway.admin.paging import After, Limit, page
 from gateway.admin.schemas import Page
-from gateway.admin.upstreams import check_endpoints
 from gateway.errors import NotFound
 from gateway.policy import may_use
 from gateway.registry import Adapter, Pool, Snapshot
 from gateway.services import Services
+from gateway.upstream.allowlist import check_endpoints
 
 
 class PoolRoutes(Controller):

@@ -1,5 +1,18 @@
-"""Where an admin may point a pool: only at hosts the deployment allowed, never at the
-gateway itself, so the admin plane cannot turn the gateway into an open proxy."""
+"""Where the gateway may send a request: the upstream allowlist and the ports it never
+speaks to, so neither the admin plane nor a backend can turn it into an open proxy.
+
+``LGW_UPSTREAM_ALLOW`` entries are a host name (``tgi.internal``), an IP network in
+CIDR form (``10.8.0.0/16``), either with a port (``tgi.internal:8080``,
+``10.8.0.0/16:8080``, ``[fd00::/8]:8080``: that port only). An entry without a port
+allows any port but the denied ones: the gateway's own ports on its own host, and the
+well-known ports of services that do not speak HTTP (``LGW_UPSTREAM_DENY_PORTS``: SSH,
+mail, DNS, databases, caches, brokers, the Kubernetes API and kubelet...), which only an
+entry naming the port opens.
+
+Pools created through the admin API must pass ``check_endpoints``; every replica the
+prober or the data plane would contact (DNS-discovered addresses included) must pass
+``speakable``, whatever wrote the pool.
+"""
 
 from __future__ import annotations
 
@@ -8,34 +21,42 @@ from urllib.parse import urlsplit
 
 from gateway.errors import Unprocessable
 from gateway.registry import Pool
-from gateway.settings import Settings
+from gateway.settings import Settings, entries
 
 _SELF_HOSTS = {"localhost", "0.0.0.0", "::"}  # noqa: S104 - names compared, not bound
 
 
 def check_endpoints(pool: Pool, settings: Settings) -> None:
-    """422 unless every endpoint's host is in ``LGW_UPSTREAM_ALLOW`` and is not this gateway."""
-    allowed = [
-        entry.strip().lower() for entry in settings.upstream_allow.split(",") if entry.strip()
-    ]
+    """422 unless every endpoint is allowlisted, speakable, and not this gateway."""
+    allowed = entries(settings.upstream_allow)
     for endpoint in pool.endpoints:
-        parts = urlsplit(endpoint)
-        host = (parts.hostname or "").lower()
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        host, port = _host_port(endpoint)
         if _is_self(host, port, settings):
             raise Unprocessable(f"Endpoint {endpoint} is this gateway itself.")
-        if not any(_matches(host, entry) for entry in allowed):
-            raise Unprocessable(f"Endpoint host {host!r} is not in LGW_UPSTREAM_ALLOW.")
+        named = [e for e in allowed if e.allows(host, port)]
+        if not named:
+            raise Unprocessable(f"Endpoint {host}:{port} is not in LGW_UPSTREAM_ALLOW.")
+        if port in settings.upstream_deny_ports and all(e.port != port for e in named):
+            raise Unprocessable(
+                f"Port {port} is not an HTTP backend's (LGW_UPSTREAM_DENY_PORTS); "
+                "an LGW_UPSTREAM_ALLOW entry naming the port opens it."
+            )
 
 
-def _matches(host: str, entry: str) -> bool:
-    """Exact host name, or an IP address (literal, canonical form only) inside a CIDR."""
-    if "/" not in entry:
-        return host == entry
-    try:
-        return ipaddress.ip_address(host) in ipaddress.ip_network(entry, strict=False)
-    except ValueError:  # a name, or an IP in a non-canonical form (decimal, octal, hex)
+def speakable(url: str, settings: Settings) -> bool:
+    """Whether a replica URL may be contacted at all: not this gateway, not a denied port
+    (unless an allowlist entry names that port for that host)."""
+    host, port = _host_port(url)
+    if _is_self(host, port, settings):
         return False
+    if port not in settings.upstream_deny_ports:
+        return True
+    return any(e.port == port and e.allows(host, port) for e in entries(settings.upstream_allow))
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return (parts.hostname or "").lower(), parts.port or (443 if parts.scheme == "https" else 80)
 
 
 def _is_self(host: str, port: int, settings: Settings) -> bool:

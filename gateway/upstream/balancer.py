@@ -39,6 +39,8 @@ class Replica:
     ``tgi_batch_current_size``, scraped): load from every gateway, not just this one."""
     capacity: int | None = None
     """TGI's ``max_concurrent_requests`` (from ``/info``): past it TGI answers 429."""
+    denied: bool = False
+    """Never contacted: the allowlist forbids its address (``allowlist.speakable``)."""
 
     def available(self, now: float) -> bool:
         """Not ejected, answering its probes, and below its concurrency limit."""
@@ -62,11 +64,13 @@ class Balancer:
         max_ejected_share: float = 0.5,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        speakable: Callable[[str], bool] = lambda url: True,
     ) -> None:
         self.eject_after, self.base_ejection = eject_after, base_ejection
         self.max_ejected_share = max_ejected_share
         self._rng = rng or random.Random()  # noqa: S311 - load spreading, not secrecy
         self._clock = clock
+        self._speakable = speakable
         self._pools: dict[str, dict[str, Replica]] = {}
         self._endpoints: dict[str, tuple[str, ...]] = {}
         self.missing: dict[str, frozenset[str]] = {}
@@ -87,7 +91,8 @@ class Balancer:
         known = self._pools.setdefault(pool.name, {})
         if self._endpoints.get(pool.name) != endpoints:  # a tuple compare, usually identity
             self._pools[pool.name] = known = {
-                url: known.get(url) or Replica(url) for url in endpoints
+                url: known.get(url) or Replica(url, denied=not self._speakable(url))
+                for url in endpoints
             }
             self._endpoints[pool.name] = endpoints
         return list(known.values())
@@ -101,7 +106,7 @@ class Balancer:
                 "This model is not loaded by its backend right now.", headers={"Retry-After": "5"}
             )
         now = self._clock()
-        candidates = [r for r in self.replicas(pool) if r.url not in exclude]
+        candidates = [r for r in self.replicas(pool) if r.url not in exclude and not r.denied]
         ready = [r for r in candidates if r.available(now)]
         if not ready and not any(r.probe_ok for r in candidates):
             # Panic mode (as Envoy's): when probes fail everywhere, trust them less than

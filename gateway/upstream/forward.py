@@ -22,6 +22,7 @@ from gateway.routing import Route
 from gateway.schemas import OpenAIRequest
 from gateway.settings import Settings
 from gateway.store.cache import RegistryCache
+from gateway.upstream.allowlist import speakable
 from gateway.upstream.balancer import Balancer, RetryBudget
 from gateway.upstream.client import Client
 from gateway.upstream.exchange import Outbound, call, open_stream
@@ -91,6 +92,7 @@ class Upstream:
             eject_after=settings.eject_after_failures,
             base_ejection=settings.ejection_seconds,
             rng=rng,
+            speakable=lambda url: speakable(url, settings),
         )
         self.retry_budget = RetryBudget()
         self.prober = Prober(self.balancer, registry, settings.probe_interval, metrics)

@@ -117,7 +117,11 @@ class Prober:
         self._balancer.missing[pool.name] = missing
 
     async def probe(self, pool: str, replica: Replica) -> None:
-        """Health, then load and, once, capacity; any failure is this replica's alone."""
+        """Health, then load and, once, capacity; any failure is this replica's alone.
+        A replica the allowlist denies is never contacted."""
+        if replica.denied:
+            replica.probe_ok = False
+            return
         try:
             await self._get(f"{replica.url}/health")
             replica.queue = _load(await self._get(f"{replica.url}/metrics"))

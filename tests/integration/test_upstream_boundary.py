@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import httpx
 from aiohttp import web
 
-from tests.integration.harness import LoopThread, running_stack
+from tests.integration.harness import ADMIN_TOKEN, LoopThread, running_stack
 from tests.integration.hosts import Host
 
 HELLO = {"model": "sql", "messages": [{"role": "user", "content": "a secret prompt"}]}
@@ -64,4 +64,36 @@ def test_upstream_redirects_are_never_followed_by_probes(loop: LoopThread) -> No
         while replica.seen.count("GET /health") < 3:  # several probe rounds went by
             assert time.monotonic() < deadline, replica.seen
             time.sleep(0.02)  # polling a list the server appends to, bounded
+    assert trap.seen == []
+
+
+def test_a_denied_port_is_never_contacted_whatever_wrote_the_pool(loop: LoopThread) -> None:
+    """The red team's case: with ``LGW_UPSTREAM_ALLOW=127.0.0.1`` a pool on Redis's port
+    was accepted and probed. Here the trap plays a non-HTTP service on a denied port."""
+    trap = Host()
+    loop.run(trap.start())
+    port = int(trap.url.rsplit(":", 1)[1])
+    try:
+        with running_stack(
+            loop, upstream_allow="127.0.0.1", upstream_deny_ports=frozenset({6379, port})
+        ) as stack:
+            admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            pool = {**stack.registry.pools[0].model_dump(mode="json"), "name": "trap"}
+            pool["endpoints"] = [trap.url]
+            created = httpx.post(f"{stack.admin_url}/admin/v1/pools", json=pool, headers=admin)
+            assert created.status_code == 422, created.text
+            assert "LGW_UPSTREAM_DENY_PORTS" in created.json()["error"]["message"]
+            # Policy files are trusted for hosts, never for ports: the replica is not spoken to.
+            trapped = stack.registry.pools[0].model_copy(update={"endpoints": (trap.url,)})
+            stack.reset(loop, stack.registry.model_copy(update={"pools": (trapped,)}))
+            answer = httpx.post(
+                f"{stack.url}/v1/chat/completions",
+                json=HELLO,
+                headers={"Authorization": f"Bearer {stack.keys['analytics']}"},
+            )
+            assert answer.status_code == 503
+            assert stack.services is not None
+            loop.run(stack.services.upstream.prober.probe_all())  # one more round, for sure
+    finally:
+        loop.run(trap.stop())
     assert trap.seen == []
