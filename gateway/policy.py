@@ -49,7 +49,7 @@ class Ask:
                 asked.requested_max_tokens,
                 asked.prompt_chars,
                 len(asked.messages),
-                bool(asked.tools),
+                asked.uses_tools,
                 asked.response_format is not None,
                 bool(asked.logprobs) or asked.top_logprobs is not None,
             )

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.errors import InvalidRequest
+from gateway.jsonio import dumps
 
 
 class _Request(BaseModel):
@@ -85,8 +86,23 @@ class ChatRequest(_Sampling):
 
     @cached_property  # read by the policy, the admission and the accounting
     def prompt_chars(self) -> int:
-        """Characters of text in the conversation."""
-        return sum(len(content_text(m.content)) for m in self.messages)
+        """Characters of the conversation as the backend gets it: text, every other
+        content part and tool call whole (a cap on text alone would let a megabyte
+        through in an ``image_url`` or a tool call's arguments)."""
+        return sum(message_chars(m) for m in self.messages)
+
+    @property
+    def uses_tools(self) -> bool:
+        """Whether any tool-related field is set: tools, a tool choice, tool calls or
+        tool results in the conversation."""
+        return (
+            bool(self.tools)
+            or self.tool_choice is not None
+            or any(
+                m.tool_calls or m.role == "tool" or m.tool_call_id is not None
+                for m in self.messages
+            )
+        )
 
     @cached_property
     def prompt_tokens_estimate(self) -> int:
@@ -123,6 +139,24 @@ class CompletionRequest(_Sampling):
 def estimate_tokens(chars: int) -> int:
     """About four characters a token for English with Gemma's tokenizer, rounded up."""
     return (chars + 3) // 4 + 1
+
+
+def message_chars(message: Message) -> int:
+    """A turn's size in characters: its text, and every other part and tool call as the
+    JSON that carries it."""
+    size = len(message.name or "")
+    if isinstance(message.content, list):
+        size += sum(
+            len(part["text"])
+            if part.get("type") == "text" and isinstance(part.get("text"), str)
+            else len(dumps(part))
+            for part in message.content
+        )
+    else:
+        size += len(message.content or "")
+    if message.tool_calls:
+        size += len(dumps(message.tool_calls))
+    return size
 
 
 def content_text(content: Any) -> str:

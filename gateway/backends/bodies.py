@@ -17,8 +17,11 @@ def chat_body(
     sampling: dict[str, Any],
     response_format: dict[str, Any] | None,
     fold_system: bool,
+    part_types: frozenset[str],
 ) -> bytes:
-    """The body to POST to ``/v1/chat/completions``."""
+    """The body to POST to ``/v1/chat/completions``; content parts of a type outside
+    ``part_types`` (what the engine deserializes) are a 400 naming the part."""
+    check_parts(request.messages, part_types)
     body: dict[str, Any] = {
         "model": model,
         "messages": messages(request.messages, fold_system),
@@ -55,6 +58,18 @@ def streaming(request: ChatRequest | CompletionRequest) -> dict[str, Any]:
     if request.stream:
         return {"stream": True, "stream_options": {"include_usage": True}}
     return {"stream": False}
+
+
+def check_parts(turns: list[Message], part_types: frozenset[str]) -> None:
+    """``InvalidRequest`` for the first content part the engine would not accept."""
+    for i, turn in enumerate(turns):
+        for j, part in enumerate(turn.content if isinstance(turn.content, list) else ()):
+            kind = part.get("type")
+            if kind not in part_types:
+                raise InvalidRequest(
+                    f"Content parts of type {str(kind)[:40]!r} are not supported by this model.",
+                    param=f"messages.{i}.content.{j}.type",
+                )
 
 
 def messages(turns: list[Message], fold_system: bool) -> list[dict[str, Any]]:

@@ -42,6 +42,9 @@ from gateway.schemas import ChatRequest, OpenAIRequest
 # TGI's OpenAI routes treat `model` as the adapter id, and "tgi" as the base model
 # (router/src/lib.rs: `model.filter(|m| *m != "tgi")`; docs/reference/tgi-protocol.md §1).
 TGI_BASE_MODEL = "tgi"
+# The content parts TGI's chat route deserializes (router/src/lib.rs `MessageChunk`);
+# any other type fails there with a 422.
+TGI_PARTS = frozenset({"text", "image_url"})
 
 
 class TGIDialect:
@@ -60,7 +63,7 @@ class TGIDialect:
         if isinstance(request, ChatRequest):
             response_format = _response_format(request.response_format)
             fold = route.pool.system_role == "fold"
-            body = chat_body(request, model, max_tokens, sampling, response_format, fold)
+            body = chat_body(request, model, max_tokens, sampling, response_format, fold, TGI_PARTS)
             return "/v1/chat/completions", body
         return "/v1/completions", completion_body(request, model, max_tokens, sampling)
 

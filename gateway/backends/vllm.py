@@ -22,6 +22,8 @@ from gateway.routing import Route
 from gateway.schemas import ChatRequest, OpenAIRequest
 
 _NATIVE = ("temperature", "top_p", "seed", "frequency_penalty", "presence_penalty")
+# The content parts vLLM's OpenAI server accepts (for models that take them).
+VLLM_PARTS = frozenset({"text", "image_url", "input_audio", "video_url"})
 
 
 class VLLMDialect:
@@ -40,7 +42,13 @@ class VLLMDialect:
         if isinstance(request, ChatRequest):
             fold = route.pool.system_role == "fold"
             body = chat_body(
-                request, route.adapter, max_tokens, sampling, request.response_format, fold
+                request,
+                route.adapter,
+                max_tokens,
+                sampling,
+                request.response_format,
+                fold,
+                VLLM_PARTS,
             )
             return "/v1/chat/completions", body
         return "/v1/completions", completion_body(request, route.adapter, max_tokens, sampling)

@@ -150,3 +150,18 @@ def test_the_openai_client_raises_typed_errors(analytics: openai.OpenAI) -> None
         analytics.chat.completions.create(model="sql", messages=[])
     with pytest.raises(openai.NotFoundError):
         analytics.chat.completions.create(model="code", messages=[{"role": "user", "content": "x"}])
+
+
+def test_a_content_part_the_backend_cannot_read_is_400_naming_it(stack: Stack) -> None:
+    parts = [{"type": "text", "text": "hi"}, {"type": "x-binary", "data": "AAAA"}]
+    body = {"model": "sql", "messages": [{"role": "user", "content": parts}]}
+    response = httpx.post(
+        f"{stack.url}/v1/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {stack.keys['analytics']}"},
+        timeout=20,
+    )
+    assert response.status_code == 400
+    error = _error(response)
+    assert (error["type"], error["param"]) == ("invalid_request_error", "messages.0.content.1.type")
+    assert stack.sim.seen == []

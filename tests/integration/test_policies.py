@@ -43,7 +43,26 @@ def chat(stack: Stack, team: str, body: dict[str, Any]) -> httpx.Response:
     )
 
 
-def ask(task: str, content: str = "hello", **extra: Any) -> dict[str, Any]:
+HI = {"type": "text", "text": "hi"}
+IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 200_000}}
+TOOL_TURNS = [
+    {"role": "user", "content": "weather?"},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "c1",
+                "type": "function",
+                "function": {"name": "weather", "arguments": '{"city": "' + "x" * 5000 + '"}'},
+            }
+        ],
+    },
+    {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+]
+
+
+def ask(task: str, content: Any = "hello", **extra: Any) -> dict[str, Any]:
     return {"model": task, "messages": [{"role": "user", "content": content}], **extra}
 
 
@@ -107,6 +126,17 @@ def test_confidential_data_never_reaches_an_internal_pool(
             "too_many_messages",
         ),
         ({"max_prompt_chars": 10}, ask("sql", "x" * 11), "prompt_too_large"),
+        # Caps count every byte that reaches the backend, not text parts only.
+        ({"max_prompt_chars": 1000}, ask("sql", [HI, IMAGE]), "prompt_too_large"),
+        (
+            {"max_prompt_chars": 1000},
+            ask("sql", [HI, {"type": "x", "t": "y" * 5000}]),
+            "prompt_too_large",
+        ),
+        ({"max_prompt_chars": 1000}, ask("sql", messages=TOOL_TURNS), "prompt_too_large"),
+        # allow_tools: false holds on every tool-related field, not on ``tools`` alone.
+        ({"allow_tools": False}, ask("sql", messages=TOOL_TURNS), "tools_not_allowed"),
+        ({"allow_tools": False}, ask("sql", tool_choice="auto"), "tools_not_allowed"),
         ({"max_tokens": 50}, ask("sql", max_tokens=51), "max_tokens_cap"),
         ({"allow_logprobs": False}, ask("sql", logprobs=True), "logprobs_not_allowed"),
         (
