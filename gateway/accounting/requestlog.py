@@ -25,12 +25,28 @@ QUEUE_LINES = 50_000
 """Lines waiting for the writer thread; beyond that they are dropped, never waited for."""
 FLUSH_SECONDS = 0.05
 
+# Every repetition is bounded and possessive, and a match starts only where a word does:
+# redaction runs on the event loop over prompts of up to LGW_MAX_BODY_BYTES, so each
+# pattern must stay linear in the text's length (an unbounded e-mail pattern took
+# minutes over a megabyte of letters).
+_AT = r"\s{0,3}+(?:@|\(at\)|\[at\])\s{0,3}+"
+_DOT = r"\s{0,3}+(?:\.|\(dot\)|\[dot\])\s{0,3}+"
+_LOCAL = r"[A-Za-z0-9_%+-]{1,64}+"
+_LABEL = r"[A-Za-z0-9-]{1,63}+"
 _MASKS = (
-    ("email", re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")),
+    # Also spelled out with spaces or (at)/(dot): "john . doe @ example . com".
+    (
+        "email",
+        re.compile(
+            rf"(?<![A-Za-z0-9_%+.-]){_LOCAL}(?:{_DOT}{_LOCAL}){{0,8}}+{_AT}"
+            rf"{_LABEL}(?:{_DOT}{_LABEL}){{1,8}}+"
+        ),
+    ),
     (
         "key",
         re.compile(
-            r"\b(?:lgw-[a-z2-7]{12}-[A-Za-z0-9_-]{20,}|sk-[A-Za-z0-9_-]{16,}"
+            r"\b(?:lgw\s{0,3}+-\s{0,3}+[a-z2-7]{12}\s{0,3}+-\s{0,3}+[A-Za-z0-9_-]{20,}+"
+            r"|sk\s{0,3}+-\s{0,3}+[A-Za-z0-9_-]{16,}+"
             r"|hf_[A-Za-z0-9]{20,}|AKIA[A-Z0-9]{16}|gh[pousr]_[A-Za-z0-9]{30,})"
         ),
     ),

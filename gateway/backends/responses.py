@@ -15,8 +15,11 @@ from typing import Any
 from gateway.errors import UpstreamError
 from gateway.jsonio import dumps, loads
 
-_MODEL_FIELD = re.compile(rb'"model":"(?:[^"\\]|\\.)*"')
-_ID_FIELD = re.compile(rb'"id":"(?:[^"\\]|\\.)*"')
+# JSON allows whitespace around ':' (TGI writes none, a proxy or another engine may).
+_MODEL_FIELD = re.compile(rb'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
+_ID_FIELD = re.compile(rb'"id"\s*:\s*"(?:[^"\\]|\\.)*"')
+_FINAL_FIELD = re.compile(rb'"(?:finish_reason"\s*:\s*"|usage"\s*:\s*\{)')
+"""A finish reason (a string: ``null`` is not final) or a usage object."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +74,7 @@ class ChunkRewriter:
             self._tool_calls = True
         if self._collect is not None:
             self._collect.append(text_of(out))
-        if b'"finish_reason":"' in out or b'"usage":{' in out:
+        if _FINAL_FIELD.search(out) is not None:
             return self._rewrite_final(out)
         return out
 

@@ -70,3 +70,30 @@ def test_a_server_reconfiguring_logging_does_not_silence_the_request_log(
     requestlog.emit("metadata", {"request_id": "after"}, None, None)
     stop()
     assert json.loads(out.getvalue()) == {"request_id": "after"}
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("write to john . doe @ example . com today", "write to [REDACTED:email] today"),
+        ("jane(at)corp(dot)eu", "[REDACTED:email]"),
+        ("x.y+z@mail.example.co.uk!", "[REDACTED:email]!"),
+        ("your key: lgw - abcdefghijkm - " + "A" * 30, "your key: [REDACTED:key]"),
+        ("sk- proj1234567890abcdefgh", "[REDACTED:key]"),
+        ("look at the dog. Then eat at 5.", "look at the dog. Then eat at 5."),
+        ("version 1.2.3, a @ b", "version 1.2.3, a @ b"),
+    ],
+)
+def test_redacted_logging_catches_spaced_out_emails_and_keys(text: str, kept: str) -> None:
+    assert requestlog.redact(text) == kept
+
+
+def test_a_completion_is_redacted_like_a_prompt(
+    restore_logger: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.requests")
+    secret = "lgw-abcdefghijkm-" + "B" * 30
+    requestlog.emit("redacted", {}, "hi", f"sure: {secret} and ops @ corp . io")
+    [line] = [r.getMessage() for r in caplog.records if r.name == "gateway.requests"]
+    completion = json.loads(line)["completion"]
+    assert completion == "sure: [REDACTED:key] and [REDACTED:email]"

@@ -223,3 +223,24 @@ def test_a_team_mapping_overrides_the_org_default() -> None:
     own, default = snapshot.mapping("t", "chat"), snapshot.mapping("u", "chat")
     assert own is not None and own.adapter == "m/sql"
     assert default is not None and default.adapter == "m/base"
+
+
+def test_non_compact_upstream_json_is_rewritten_and_its_end_detected() -> None:
+    """A proxy or another engine may put spaces around ':'; TGI does not."""
+    rewriter = DIALECT.rewriter("chatcmpl-1", "sql", False, ["END"], False)
+    chunk = rewriter.rewrite(
+        b'{"id": "", "model": "m/sql", "choices": [{"index": 0, '
+        b'"delta": {"content": "hi"}, "finish_reason": null}]}'
+    )
+    assert chunk is not None
+    assert json.loads(chunk)["id"] == "chatcmpl-1" and json.loads(chunk)["model"] == "sql"
+    final = rewriter.rewrite(
+        b'{"id": "", "model": "m/sql", "choices": [{"index": 0, "delta": {"content": "END"}, '
+        b'"finish_reason": "stop_sequence"}], "usage": {"prompt_tokens": 3, '
+        b'"completion_tokens": 2, "total_tokens": 5}}'
+    )
+    assert final is not None
+    choice = json.loads(final)["choices"][0]
+    assert (choice["finish_reason"], choice["delta"]["content"]) == ("stop", "")
+    assert "usage" not in json.loads(final)  # not asked for: dropped, yet counted
+    assert rewriter.usage is not None and rewriter.usage.completion_tokens == 2
