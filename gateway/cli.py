@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from gateway.accounting import requestlog
+from gateway.errors import StartRefused
 from gateway.registry import Registry
 from gateway.settings import Settings
 from gateway.store.base import VersionConflict
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ValidationError as exc:
         print(f"invalid settings: {exc}", file=sys.stderr)
+        return 2
+    except StartRefused as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
         return 2
     except VersionConflict:
         print("another replica seeded the registry first; start again", file=sys.stderr)
@@ -73,6 +77,7 @@ async def _serve_main(settings: Settings, registry: Registry | None) -> None:
     if settings.redis_url:
         services = build_services(settings)
         if registry is not None and await services.registry.store.version() == 0:
+            registry = registry.model_copy(update={"pepper_fingerprint": _fingerprint(settings)})
             await services.registry.store.save(registry, expected_version=0)
             log.info("seeded the empty Redis registry from %s", settings.policies)
     else:
@@ -82,7 +87,16 @@ async def _serve_main(settings: Settings, registry: Registry | None) -> None:
             "run ONE replica only"
         )
         services = build_services(settings, InMemoryStore(registry))
+    await services.preflight()  # a wrong or missing pepper stops here, in one line
     await run_until_signalled(plane_servers(settings, services))
+
+
+def _fingerprint(settings: Settings) -> str | None:
+    """The fingerprint of the pepper the seeded keys are hashed with."""
+    from gateway import keys
+
+    pepper = settings.key_pepper
+    return keys.fingerprint(pepper.get_secret_value().encode()) if pepper else None
 
 
 def _fail(message: str) -> None:

@@ -62,6 +62,7 @@ async def demo(
         pools.append(pool.model_copy(update={"endpoints": (url,)}))
     registry = registry.model_copy(update={"pools": tuple(pools)})
     registry, plaintexts = with_keys(registry, pepper.encode())
+    registry = registry.model_copy(update={"pepper_fingerprint": keys.fingerprint(pepper.encode())})
     if settings.redis_url:
         services = build_services(settings)
         await services.registry.store.save(registry)  # other `serve` replicas join from here

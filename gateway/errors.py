@@ -33,6 +33,11 @@ from typing import ClassVar
 from gateway.jsonio import dumps
 
 
+class StartRefused(Exception):
+    """The service must not start as configured; the message says why and what to set.
+    Not an HTTP error: the command prints it and exits with status 2."""
+
+
 class GatewayError(Exception):
     """Base of every error the gateway answers with."""
 

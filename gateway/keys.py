@@ -47,6 +47,12 @@ def split(plaintext: str) -> tuple[str, str] | None:
     return key_id, secret
 
 
+def fingerprint(pepper: bytes) -> str:
+    """What is stored beside the keys to tell which pepper hashed them: an HMAC of a
+    fixed text, so it says nothing about the pepper itself."""
+    return hmac.new(pepper, b"lora-gateway pepper fingerprint v1", hashlib.sha256).hexdigest()[:16]
+
+
 def matches(pepper: bytes, secret: str, stored_hash: str) -> bool:
     """Whether ``secret`` is the one behind ``stored_hash``; constant time in the secret."""
     return hmac.compare_digest(hash_secret(pepper, secret), stored_hash)

@@ -12,8 +12,10 @@ import random
 import time
 from dataclasses import dataclass, field
 
+from gateway import keys
 from gateway.accounting import Accounting, Telemetry, UsageTally
 from gateway.accounting.tracing import otlp_provider
+from gateway.errors import StartRefused
 from gateway.metrics import Metrics
 from gateway.ratelimit import Limiter, MemoryLimiter
 from gateway.ratelimit.redis_limiter import Breaker, RedisLimiter
@@ -42,10 +44,27 @@ class Services:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once the registry is loaded and the upstream pool is open."""
 
+    async def preflight(self) -> None:
+        """Load the registry and refuse to go on (``StartRefused``) when the keys it holds
+        could never match: no pepper, or another pepper than the one that hashed them."""
+        registry = (await self.registry.refresh()).registry
+        if registry.has_keys and not self.pepper:
+            raise StartRefused(
+                "the registry holds API keys: set LGW_KEY_PEPPER to the secret they were "
+                "hashed with"
+            )
+        stored = registry.pepper_fingerprint
+        if registry.has_keys and stored is not None and stored != keys.fingerprint(self.pepper):
+            raise StartRefused(
+                "LGW_KEY_PEPPER is not the pepper the stored API keys were hashed with "
+                f"(fingerprint {keys.fingerprint(self.pepper)}, the keys' {stored}): every "
+                "key would be refused; start with the deployment's pepper"
+            )
+
     async def start(self) -> None:
         """Load the registry, open the upstream pool, start the limiter and the tally."""
         self.registry.on_load.append(self._export_pool_prices)
-        await self.registry.refresh()
+        await self.preflight()
         await self.upstream.start()
         await self.accounting.start()
         await self.limiter.start()

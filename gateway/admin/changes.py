@@ -86,6 +86,8 @@ def delete_team(registry: Registry, name: str) -> Edit:
 
 def add_key(registry: Registry, name: str, body: KeyIn, pepper: bytes) -> tuple[Edit, str]:
     """A new key for the team; also returns its plaintext (shown once)."""
+    if not pepper:
+        raise Conflict("No key can be created: LGW_KEY_PEPPER is not set on the gateway.")
     old = team(registry, name)
     minted = keygen.mint(pepper)
     key = ApiKey(

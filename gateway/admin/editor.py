@@ -8,6 +8,7 @@ from gateway.admin.audit import AuditLog
 from gateway.admin.callers import Caller
 from gateway.admin.changes import Change
 from gateway.errors import Conflict, Unprocessable
+from gateway.keys import fingerprint
 from gateway.store.base import VersionConflict
 from gateway.store.cache import RegistryCache
 from gateway.store.validation import InvalidRegistry, validated
@@ -19,9 +20,10 @@ class Editor:
     """Serializes changes through the store's version check, so concurrent admins on any
     replicas never overwrite each other; every applied change is audited."""
 
-    def __init__(self, cache: RegistryCache, audit: AuditLog) -> None:
+    def __init__(self, cache: RegistryCache, audit: AuditLog, pepper: bytes) -> None:
         self.cache = cache
         self.audit = audit
+        self._fingerprint = fingerprint(pepper) if pepper else None
 
     async def apply(
         self, caller: Caller, action: str, team: str | None, target: str, change: Change
@@ -34,6 +36,8 @@ class Editor:
                 registry = validated(edited)
             except InvalidRegistry as exc:
                 raise Unprocessable(str(exc)) from None
+            if self._fingerprint is not None:  # the keys it holds are hashed with ours
+                registry = registry.model_copy(update={"pepper_fingerprint": self._fingerprint})
             try:
                 await self.cache.store.save(registry, expected_version=current.version)
             except VersionConflict:

@@ -77,6 +77,7 @@ async def plan(
     """The live registry, the one the files describe (live keys kept), and the changes."""
     live = await store.load()
     desired = Registry.model_validate(with_live_keys(files, live).model_dump())
+    desired = desired.model_copy(update={"pepper_fingerprint": live.pepper_fingerprint})
     return live, desired, differences(live, desired)
 
 

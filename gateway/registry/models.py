@@ -235,10 +235,18 @@ class Registry(Record):
     """The whole configuration the data plane routes by, versioned as one unit."""
 
     version: int = 0
+    pepper_fingerprint: str | None = Field(None, pattern=r"^[0-9a-f]{16}$")
+    """Which ``LGW_KEY_PEPPER`` hashed the keys (``keys.fingerprint``): a replica started
+    with another refuses to start rather than refuse every key."""
     teams: tuple[Team, ...] = ()
     adapters: tuple[Adapter, ...] = ()
     pools: tuple[Pool, ...] = ()
     mappings: tuple[Mapping, ...] = ()
+
+    @property
+    def has_keys(self) -> bool:
+        """Whether any team holds an API key."""
+        return any(team.keys for team in self.teams)
 
     @model_validator(mode="after")
     def _references_hold(self) -> Registry:

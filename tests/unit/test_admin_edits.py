@@ -514,3 +514,9 @@ def test_a_mapping_body_that_is_no_mapping_is_refused_as_invalid(body: dict[str,
 def test_a_task_name_that_is_no_name_is_refused_as_invalid() -> None:
     with pytest.raises(Unprocessable, match="task"):
         put_mapping(REGISTRY, "a", "BAD TASK", MappingIn(adapter="org/x"))
+
+
+def test_no_key_is_minted_without_a_pepper() -> None:
+    """A key hashed under an empty pepper would match on any gateway missing its pepper."""
+    with pytest.raises(Conflict, match="LGW_KEY_PEPPER"):
+        add_key(REGISTRY, "a", KeyIn(name="ci"), b"")
