@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from gateway.accounting import requestlog
 from gateway.errors import StartRefused
@@ -37,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except StartRefused as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
+        return 2
+    except RedisError as exc:  # a one-line reason, never a page of traceback
+        print(f"cannot start: Redis (LGW_REDIS_URL) failed: {exc}", file=sys.stderr)
         return 2
     except VersionConflict:
         print("another replica seeded the registry first; start again", file=sys.stderr)
@@ -69,11 +73,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _serve_main(settings: Settings, registry: Registry | None) -> None:
-    from gateway.server import plane_servers, run_until_signalled
+    from gateway.server import check_ports_free, plane_servers, run_until_signalled
     from gateway.services import build_services
     from gateway.store.base import InMemoryStore
 
     log = logging.getLogger("gateway")
+    check_ports_free(settings.host, (settings.port, settings.admin_port))
     if settings.redis_url:
         services = build_services(settings)
         if registry is not None and await services.registry.store.version() == 0:
@@ -107,7 +112,8 @@ def _demo(args: argparse.Namespace) -> int:
     from gateway.demo import demo
     from gateway.server import run
 
-    run(demo(_settings(args), args.policies, args.keys_file, args.ttft, args.itl))
+    settings = _settings(args).model_copy(update={"host": args.host})
+    run(demo(settings, args.policies, args.keys_file, args.ttft, args.itl))
     return 0
 
 
@@ -211,6 +217,11 @@ def _parser() -> argparse.ArgumentParser:
         help="policy file or folder (default: policies/examples)",
     )
     demo.add_argument("--keys-file", type=Path, help='write {"team": "key"} JSON here')
+    demo.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address both planes listen on (default: this machine only; 0.0.0.0 for all)",
+    )
     demo.add_argument("--ttft", type=float, default=0.05, help="simulated time to first token, s")
     demo.add_argument("--itl", type=float, default=0.02, help="simulated inter-token latency, s")
     demo.set_defaults(run=_demo)

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from gateway import keys
 from gateway.registry import ApiKey, Pool, Registry
-from gateway.server import plane_servers, run_until_signalled
+from gateway.server import check_ports_free, plane_servers, run_until_signalled
 from gateway.services import build_services
 from gateway.settings import Settings
 from gateway.sim import SimConfig, Simulator
@@ -37,7 +37,9 @@ def with_keys(registry: Registry, pepper: bytes) -> tuple[Registry, dict[str, st
 async def demo(
     settings: Settings, policies: Path, keys_file: Path | None, ttft: float, itl: float
 ) -> None:
-    """Run the demo until SIGINT or SIGTERM; the simulators stop with the gateway."""
+    """Run the demo until SIGINT or SIGTERM; the simulators stop with the gateway.
+    Taken ports stop it before it prints or writes anything."""
+    check_ports_free(settings.host, (settings.port, settings.admin_port))
     pepper = (
         settings.key_pepper.get_secret_value() if settings.key_pepper else secrets.token_urlsafe(32)
     )

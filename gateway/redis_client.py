@@ -9,6 +9,7 @@ from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from gateway.errors import StartRefused
 from gateway.settings import Settings
 
 
@@ -16,6 +17,10 @@ def connect(settings: Settings, timeout: float | None) -> Redis | RedisCluster:
     """A client for ``LGW_REDIS_URL``: no retries, ``timeout`` on every socket operation
     (``None``: block, for pub/sub), a bounded pool that waits at most ``timeout``."""
     assert settings.redis_url is not None
+    if not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise StartRefused(  # the URL itself is not echoed: it may carry a password
+            "LGW_REDIS_URL is not a Redis URL (redis://, rediss:// or unix://)"
+        )
     connect_timeout = timeout or settings.redis_timeout * 10
     if settings.redis_cluster:
         return RedisCluster.from_url(

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 import socket
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -14,6 +14,7 @@ import uvicorn
 from litestar import Litestar
 
 from gateway.app import create_admin_app, create_app
+from gateway.errors import StartRefused
 from gateway.services import Services
 from gateway.settings import Settings
 
@@ -105,6 +106,22 @@ def plane_server(
         proxy_headers=False,  # nothing here reads the client address; one layer less
     )
     return PlaneServer(config)
+
+
+def check_ports_free(host: str, ports: Iterable[int]) -> None:
+    """``StartRefused`` when a port is taken: checked before anything is printed or
+    written, so a second demo or gateway leaves the running one (and its keys) alone."""
+    for port in ports:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise StartRefused(
+                    f"port {port} on {host} is taken ({exc.strerror}): is another gateway or "
+                    "demo running? Choose others with --port and --admin-port"
+                ) from None
 
 
 def plane_servers(settings: Settings, services: Services) -> list[PlaneServer | GranianServer]:
