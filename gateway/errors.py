@@ -4,7 +4,8 @@
     ├── InvalidRequest                 400 invalid_request_error / invalid_request
     │   ├── RequestTooLarge            413 invalid_request_error / request_too_large
     │   ├── UnknownURL                 404 invalid_request_error / unknown_url
-    │   └── MethodNotAllowed           405 invalid_request_error / method_not_allowed
+    │   ├── MethodNotAllowed           405 invalid_request_error / method_not_allowed
+    │   └── RequestTimeout             408 invalid_request_error / request_timeout
     ├── AuthenticationFailed           401 invalid_request_error / invalid_api_key
     ├── PermissionDenied               403 permission_denied / permission_denied
     ├── ModelNotFound                  404 invalid_request_error / model_not_found
@@ -13,6 +14,7 @@
     ├── Unprocessable                  422 invalid_request_error / validation_error
     ├── RateLimited                    429 rate_limit_exceeded / rate_limit_exceeded
     ├── LimiterUnavailable             503 api_error / limiter_unavailable
+    ├── ServerBusy                     503 api_error / server_busy
     ├── UpstreamError                  502 api_error / upstream_error
     │   ├── UpstreamUnavailable        503 api_error / upstream_unavailable
     │   │   ├── UpstreamRefused        503 api_error / upstream_unavailable
@@ -195,6 +197,20 @@ class ClientDisconnected(GatewayError):
 
     status = 499
     code = "client_closed_request"
+
+
+class RequestTimeout(InvalidRequest):
+    """The request's headers did not arrive within ``LGW_HEADER_TIMEOUT_SECONDS``."""
+
+    status = 408
+    code = "request_timeout"
+
+
+class ServerBusy(GatewayError):
+    """The plane holds ``LGW_MAX_CONNECTIONS`` connections, none of them idle."""
+
+    status = 503
+    code = "server_busy"
 
 
 class LimiterUnavailable(GatewayError):

@@ -29,6 +29,7 @@ TEAM_LIMIT = ("team", "limit")
 TEAM_REASON = ("team", "reason")
 POOL_REASON = ("pool", "reason")
 REASON = ("reason",)
+PLANE_REASON = ("plane", "reason")
 TEAM_POLICY = ("team", "policy")
 
 
@@ -133,6 +134,13 @@ class Metrics:
         self.probe_rounds = Counter(
             "lgw_probe_rounds_total",
             "Completed probe rounds over every replica (flat: probing stopped).",
+            registry=r,
+        )
+        self.connections_shed = Counter(
+            "lgw_connections_shed_total",
+            "Connections closed to protect the plane (reason: header_timeout, evicted, "
+            "connection_limit).",
+            PLANE_REASON,
             registry=r,
         )
         self.limiter_breaker_open = Gauge(

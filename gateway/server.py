@@ -14,11 +14,14 @@ import uvicorn
 from litestar import Litestar
 
 from gateway.app import create_admin_app, create_app
+from gateway.connections import ConnectionGuard, uvicorn_options
 from gateway.errors import StartRefused
 from gateway.services import Services
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway")
+ADMIN_CONNECTIONS = 1024
+"""The admin plane's own bound: operators and scrapers, not the public."""
 
 
 class PlaneServer(uvicorn.Server):
@@ -86,17 +89,23 @@ async def _listening(host: str, port: int) -> bool:
 
 
 def plane_server(
-    app: Litestar, host: str, port: int, grace: float, kind: str = "uvicorn"
+    app: Litestar,
+    host: str,
+    port: int,
+    grace: float,
+    kind: str = "uvicorn",
+    guard: dict[str, Any] | None = None,
 ) -> PlaneServer | GranianServer:
-    """A server for one plane with the production settings."""
+    """A server for one plane with the production settings; ``guard``: the uvicorn
+    options of its ``ConnectionGuard``."""
     if kind == "granian":
         return GranianServer(app, host, port)
+    options: dict[str, Any] = {"http": "httptools", **(guard or {})}
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
         lifespan="on",
         access_log=False,
         log_config=None,  # the CLI configured logging (uvicorn's would close our handlers)
@@ -104,6 +113,7 @@ def plane_server(
         timeout_graceful_shutdown=int(grace),
         server_header=False,
         proxy_headers=False,  # nothing here reads the client address; one layer less
+        **options,
     )
     return PlaneServer(config)
 
@@ -126,13 +136,18 @@ def check_ports_free(host: str, ports: Iterable[int]) -> None:
 
 def plane_servers(settings: Settings, services: Services) -> list[PlaneServer | GranianServer]:
     """The data-plane and admin-plane servers of one replica."""
-    grace, kind = settings.shutdown_grace_seconds, settings.server
+    s, grace, kind = settings, settings.shutdown_grace_seconds, settings.server
+    data = _guard(s, services, "data", s.max_connections)
+    admin = _guard(s, services, "admin", min(s.max_connections, ADMIN_CONNECTIONS))
     return [
-        plane_server(create_app(settings, services), settings.host, settings.port, grace, kind),
-        plane_server(
-            create_admin_app(settings, services), settings.host, settings.admin_port, grace, kind
-        ),
+        plane_server(create_app(s, services), s.host, s.port, grace, kind, data),
+        plane_server(create_admin_app(s, services), s.host, s.admin_port, grace, kind, admin),
     ]
+
+
+def _guard(settings: Settings, services: Services, plane: str, limit: int) -> dict[str, Any]:
+    guard = ConnectionGuard(plane, limit, settings.header_timeout_seconds, services.metrics)
+    return uvicorn_options(guard, settings.keepalive_seconds)
 
 
 async def run_until_signalled(servers: list[PlaneServer | GranianServer]) -> None:

@@ -139,6 +139,14 @@ class Settings(BaseSettings):
     max_tokens_cap: int = Field(4096, gt=0)
     """Largest ``max_tokens`` the gateway forwards; larger requests get 400."""
 
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    """How long a connection may take to send a request's headers (from opening, or from
+    the first byte of its next request); later, a 408 and the connection closes."""
+    keepalive_seconds: float = Field(5.0, gt=0)
+    """How long an idle kept-alive connection stays open."""
+    max_connections: int = Field(10_000, gt=0)
+    """Open connections per plane; past it, a new one evicts the oldest still waiting for
+    headers, or gets a 503 (keep it well under the process's file-descriptor limit)."""
     shutdown_grace_seconds: float = Field(25.0, ge=0)
     """On SIGTERM, how long in-flight requests (streams included) may take to finish."""
 

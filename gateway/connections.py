@@ -1,0 +1,159 @@
+"""The connections a plane accepts: bounded in number, and in the time a client may take
+to send its request's headers, so that clients who connect and then dawdle (slowloris)
+cannot hold the process's file descriptors while real requests wait.
+
+- A connection must deliver complete headers within ``LGW_HEADER_TIMEOUT_SECONDS`` of
+  opening, or of its first byte after a finished request; else it gets a 408 and is
+  closed. An idle kept-alive connection closes after ``LGW_KEEPALIVE_SECONDS``.
+- At ``LGW_MAX_CONNECTIONS`` open connections, a new one evicts the oldest connection
+  still waiting for its headers (408); when none is waiting, the new one gets a 503 with
+  ``Retry-After`` and is closed. Real requests thus keep being served under a flood.
+Every shed connection is counted in ``lgw_connections_shed_total{plane, reason}``.
+
+After a flood (``FLOOD`` connections or more, then three quarters of them closed), the
+memory they held goes back to the system: their objects form reference cycles that only
+a full collection frees, and glibc keeps freed heap until ``malloc_trim``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import gc
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from gateway.errors import GatewayError, RequestTimeout, ServerBusy
+from gateway.metrics import Metrics
+
+
+def _response(error: GatewayError, retry_after: str | None) -> bytes:
+    """A whole HTTP/1.1 response carrying ``error`` in OpenAI's shape, closing."""
+    body = error.to_json()
+    head = [
+        f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}",
+        "content-type: application/json",
+        f"content-length: {len(body)}",
+        "connection: close",
+    ]
+    if retry_after is not None:
+        head.append(f"retry-after: {retry_after}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+log = logging.getLogger("gateway.connections")
+FLOOD = 1000
+"""Open connections from which their closing is followed by giving memory back."""
+
+
+def _release_memory() -> None:
+    """A full collection, then glibc's ``malloc_trim`` (nothing elsewhere)."""
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        trim = None
+    if trim is not None:
+        trim(0)
+    log.info("memory released after a flood of connections")
+
+
+_LATE = _response(RequestTimeout("The request headers did not arrive in time."), None)
+_BUSY = _response(ServerBusy("The gateway has too many open connections; retry."), "1")
+
+
+class ConnectionGuard:
+    """One plane's open connections, and those still waiting for headers, oldest first."""
+
+    def __init__(self, plane: str, limit: int, header_timeout: float, metrics: Metrics) -> None:
+        self.plane, self.limit, self.header_timeout = plane, limit, header_timeout
+        self._shed = metrics.connections_shed
+        self.open = 0
+        self.peak = 0
+        """Most connections open since memory was last given back."""
+        self.waiting: dict[GuardedProtocol, asyncio.TimerHandle] = {}
+        """Insertion order is age: the first waited longest."""
+
+    def opened(self) -> None:
+        """One more connection."""
+        self.open += 1
+        self.peak = max(self.peak, self.open)
+
+    def closed(self, loop: asyncio.AbstractEventLoop) -> None:
+        """One connection less; after a flood has mostly closed, give memory back (soon,
+        once: the closing connections' own callbacks run first)."""
+        self.open -= 1
+        if self.peak >= FLOOD and self.open <= self.peak // 4:
+            self.peak = self.open
+            loop.call_later(1.0, _release_memory)
+
+    def shed(self, reason: str) -> None:
+        """Count one connection closed for ``reason``."""
+        self._shed.labels(self.plane, reason).inc()
+
+    def protocol(self) -> type[GuardedProtocol]:
+        """uvicorn's httptools protocol, answering to this guard."""
+        return type("Guarded", (GuardedProtocol,), {"guard": self})
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the guard's bounds (see the module's top)."""
+
+    guard: ConnectionGuard
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        guard = self.guard
+        guard.opened()
+        if guard.open > guard.limit:
+            if not guard.waiting:
+                guard.shed("connection_limit")
+                self._close_with(_BUSY)
+                return
+            oldest = next(iter(guard.waiting))
+            guard.shed("evicted")
+            oldest._close_with(_LATE)
+        self._await_headers()
+
+    def data_received(self, data: bytes) -> None:
+        if self not in self.guard.waiting and (self.cycle is None or self.cycle.response_complete):
+            self._await_headers()  # the first byte of the next request on this connection
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._headers_arrived()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._headers_arrived()
+        self.guard.closed(self.loop)
+        super().connection_lost(exc)
+
+    def _await_headers(self) -> None:
+        timer = self.loop.call_later(self.guard.header_timeout, self._headers_late)
+        self.guard.waiting[self] = timer
+
+    def _headers_arrived(self) -> None:
+        timer = self.guard.waiting.pop(self, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _headers_late(self) -> None:
+        self.guard.shed("header_timeout")
+        self._close_with(_LATE)
+
+    def _close_with(self, response: bytes) -> None:
+        self._headers_arrived()
+        if not self.transport.is_closing():
+            self.transport.write(response)
+            self.transport.close()
+
+
+def uvicorn_options(guard: ConnectionGuard, keepalive_seconds: float) -> dict[str, Any]:
+    """What ``uvicorn.Config`` takes to apply the guard."""
+    return {"http": guard.protocol(), "timeout_keep_alive": keepalive_seconds}

@@ -1,0 +1,138 @@
+"""Clients that connect and dawdle (slowloris) cannot starve real requests: headers must
+arrive in time, connections are bounded per plane, and memory comes back after a flood.
+The gateway runs as ``lora-gateway serve``, a process of its own, as in production."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from tests.integration.harness import wait_ready
+from tests.redis_servers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+POLICY = """pools:
+  - {name: gemma, base_model: google/gemma-2-2b-it, endpoints: ["http://127.0.0.1:9"]}
+"""
+PARTIAL = b"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\n"
+
+
+@contextmanager
+def gateway(tmp_path: Path, files: int | None = None, **settings: str) -> Iterator[tuple[int, int]]:
+    """``serve`` with ``settings`` (``LGW_*`` without the prefix); yields its pid and port.
+    ``files`` caps its file descriptors, as a busy host's limit would."""
+    (tmp_path / "p.yaml").write_text(POLICY)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LGW_")}
+    env |= {"LGW_POLICIES": str(tmp_path / "p.yaml"), "LGW_HOST": "127.0.0.1"}
+    env |= {"LGW_PORT": str(port), "LGW_ADMIN_PORT": str(free_port())}
+    env |= {f"LGW_{name.upper()}": value for name, value in settings.items()}
+
+    def limit_files() -> None:
+        if files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
+
+    log = (tmp_path / "gateway.log").open("w")  # a file: a full pipe would stall it
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve"],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=limit_files,  # only setrlimit, before exec
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/readyz", process)
+        yield process.pid, port
+    finally:
+        process.kill()
+        process.wait()
+        log.close()
+
+
+def _rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    line = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+async def _half_open(port: int, count: int) -> list[asyncio.StreamWriter]:
+    """``count`` connections that each sent part of a request line and headers."""
+    gate = asyncio.Semaphore(200)  # the listen backlog is finite: connect in waves
+
+    async def one() -> asyncio.StreamWriter:
+        async with gate:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(PARTIAL)
+            await writer.drain()
+            return writer
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+async def _served(port: int, count: int) -> list[int]:
+    async with httpx.AsyncClient(timeout=30) as client:
+        answers = [await client.get(f"http://127.0.0.1:{port}/healthz") for _ in range(count)]
+    return [a.status_code for a in answers]
+
+
+def test_a_slowloris_connection_gets_a_408_and_is_closed(tmp_path: Path) -> None:
+    with gateway(tmp_path, header_timeout_seconds="1") as (_, port):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            for byte in PARTIAL[:5]:  # a byte at a time, never the end of the headers
+                sock.sendall(bytes([byte]))
+            answer = b""
+            while chunk := sock.recv(4096):  # bounded by the socket timeout
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert b'"code":"request_timeout"' in answer
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+
+
+def test_legitimate_requests_are_served_while_5000_half_open_connections_are_held(
+    tmp_path: Path,
+) -> None:
+    async def flood_and_serve(port: int) -> list[int]:
+        held = await _half_open(port, 5000)
+        try:
+            return await _served(port, 100)
+        finally:
+            for writer in held:
+                writer.close()
+
+    with gateway(tmp_path, header_timeout_seconds="120") as (pid, port):
+        asyncio.run(_served(port, 50))  # warm: what a served request allocates, allocated
+        baseline = _rss_mb(pid)
+        assert asyncio.run(flood_and_serve(port)) == [200] * 100
+        deadline = time.monotonic() + 30  # a safety bound: memory comes back in a second
+        while _rss_mb(pid) - baseline > 20:
+            assert time.monotonic() < deadline, f"RSS {_rss_mb(pid):.0f} MB, {baseline:.0f} before"
+            time.sleep(0.1)  # polling the process's memory, bounded
+
+
+def test_past_the_connection_limit_the_oldest_half_open_connection_makes_room(
+    tmp_path: Path,
+) -> None:
+    """The red team's case, small: more half-open connections than file descriptors."""
+
+    async def flood_and_serve(port: int) -> list[int]:
+        held = await _half_open(port, 300)
+        try:
+            return await _served(port, 20)
+        finally:
+            for writer in held:
+                writer.close()
+
+    with gateway(tmp_path, files=256, max_connections="100") as (_, port):
+        assert asyncio.run(flood_and_serve(port)) == [200] * 20
