@@ -5,6 +5,10 @@ cannot hold the process's file descriptors while real requests wait.
 - A connection must deliver complete headers within ``LGW_HEADER_TIMEOUT_SECONDS`` of
   opening, or of its first byte after a finished request; else it gets a 408 and is
   closed. An idle kept-alive connection closes after ``LGW_KEEPALIVE_SECONDS``.
+- A client that stops reading (its socket full, the gateway's buffer past its high-water
+  mark) for ``LGW_CLIENT_WRITE_TIMEOUT_SECONDS`` is cut off: the connection is aborted,
+  which ends the response like a hang-up (a stream's upstream closed, its slot and
+  limits released, ``client_disconnect``).
 - At ``LGW_MAX_CONNECTIONS`` open connections, a new one evicts the oldest connection
   still waiting for its headers (408); when none is waiting, the new one gets a 503 with
   ``Retry-After`` and is closed. Real requests thus keep being served under a flood.
@@ -70,8 +74,16 @@ _BUSY = _response(ServerBusy("The gateway has too many open connections; retry."
 class ConnectionGuard:
     """One plane's open connections, and those still waiting for headers, oldest first."""
 
-    def __init__(self, plane: str, limit: int, header_timeout: float, metrics: Metrics) -> None:
-        self.plane, self.limit, self.header_timeout = plane, limit, header_timeout
+    def __init__(
+        self,
+        plane: str,
+        limit: int,
+        header_timeout: float,
+        write_timeout: float,
+        metrics: Metrics,
+    ) -> None:
+        self.plane, self.limit = plane, limit
+        self.header_timeout, self.write_timeout = header_timeout, write_timeout
         self._shed = metrics.connections_shed
         self.open = 0
         self.peak = 0
@@ -105,6 +117,7 @@ class GuardedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the guard's bounds (see the module's top)."""
 
     guard: ConnectionGuard
+    _stalled: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -129,7 +142,23 @@ class GuardedProtocol(HttpToolsProtocol):
         self._headers_arrived()
         super().on_headers_complete()
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._stalled = self.loop.call_later(self.guard.write_timeout, self._reader_gone)
+
+    def resume_writing(self) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+        super().resume_writing()
+
+    def _reader_gone(self) -> None:
+        self.guard.shed("write_stall")
+        self.transport.abort()  # connection_lost follows: the response ends as a hang-up
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
         self._headers_arrived()
         self.guard.closed(self.loop)
         super().connection_lost(exc)

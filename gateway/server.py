@@ -146,7 +146,13 @@ def plane_servers(settings: Settings, services: Services) -> list[PlaneServer | 
 
 
 def _guard(settings: Settings, services: Services, plane: str, limit: int) -> dict[str, Any]:
-    guard = ConnectionGuard(plane, limit, settings.header_timeout_seconds, services.metrics)
+    guard = ConnectionGuard(
+        plane,
+        limit,
+        settings.header_timeout_seconds,
+        settings.client_write_timeout_seconds,
+        services.metrics,
+    )
     return uvicorn_options(guard, settings.keepalive_seconds)
 
 

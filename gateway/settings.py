@@ -142,6 +142,9 @@ class Settings(BaseSettings):
     header_timeout_seconds: float = Field(10.0, gt=0)
     """How long a connection may take to send a request's headers (from opening, or from
     the first byte of its next request); later, a 408 and the connection closes."""
+    client_write_timeout_seconds: float = Field(30.0, gt=0)
+    """How long a client may leave the gateway unable to write to it (it stopped reading)
+    before its connection is cut, releasing the request's slot and upstream connection."""
     keepalive_seconds: float = Field(5.0, gt=0)
     """How long an idle kept-alive connection stays open."""
     max_connections: int = Field(10_000, gt=0)

@@ -5,6 +5,7 @@ The gateway runs as ``lora-gateway serve``, a process of its own, as in producti
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import resource
 import socket
@@ -16,8 +17,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from aiohttp import web
 
-from tests.integration.harness import wait_ready
+from gateway import keys
+from tests.integration.harness import LoopThread, wait_ready
+from tests.integration.hosts import Host
 from tests.redis_servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,10 +32,12 @@ PARTIAL = b"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\n"
 
 
 @contextmanager
-def gateway(tmp_path: Path, files: int | None = None, **settings: str) -> Iterator[tuple[int, int]]:
-    """``serve`` with ``settings`` (``LGW_*`` without the prefix); yields its pid and port.
-    ``files`` caps its file descriptors, as a busy host's limit would."""
-    (tmp_path / "p.yaml").write_text(POLICY)
+def gateway(
+    tmp_path: Path, policy: str = POLICY, files: int | None = None, **settings: str
+) -> Iterator[tuple[int, int]]:
+    """``serve`` on ``policy`` with ``settings`` (``LGW_*`` without the prefix); yields its
+    pid and port. ``files`` caps its file descriptors, as a busy host's limit would."""
+    (tmp_path / "p.yaml").write_text(policy)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LGW_")}
     env |= {"LGW_POLICIES": str(tmp_path / "p.yaml"), "LGW_HOST": "127.0.0.1"}
@@ -136,3 +142,87 @@ def test_past_the_connection_limit_the_oldest_half_open_connection_makes_room(
 
     with gateway(tmp_path, files=256, max_connections="100") as (_, port):
         assert asyncio.run(flood_and_serve(port)) == [200] * 20
+
+
+SQL = "google-cloud-partnership/gemma-2-2b-it-lora-sql"
+CHUNK = (
+    b'data:{"object":"chat.completion.chunk","id":"","created":1,"model":"m","choices":'
+    b'[{"index":0,"delta":{"content":"' + b"x" * 4000 + b'"},"finish_reason":null}]}\n\n'
+)
+
+
+def _endless_tgi() -> Host:
+    """A replica whose answer streams for as long as anyone reads it (up to 100 MB)."""
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        if request.path == "/info":
+            return web.json_response({"max_concurrent_requests": 8})
+        if request.path != "/v1/chat/completions":
+            return web.Response(text="")
+        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await stream.prepare(request)
+        for _ in range(25_000):  # bounded: 100 MB, far past any socket buffer
+            await stream.write(CHUNK)  # fails once the gateway drops the connection
+        return stream
+
+    return Host(answer)
+
+
+def test_a_stream_client_that_never_reads_releases_its_slot(
+    tmp_path: Path, loop: LoopThread
+) -> None:
+    """Its socket full, the gateway cannot write: after the write timeout the connection
+    is cut, so the team's one concurrency slot (and the upstream connection) come back."""
+    replica = _endless_tgi()
+    loop.run(replica.start())
+    key = keys.mint(b"pepper")
+    policy = f"""pools:
+  - {{name: gemma, base_model: google/gemma-2-2b-it, adapters: [{SQL}],
+      endpoints: ["{replica.url}"]}}
+teams:
+  - name: analytics
+    limits: {{concurrency: 1}}
+    keys: [{{id: {key.id}, name: app, hash: {key.hash}}}]
+mappings:
+  - {{team: analytics, task: sql, adapter: {SQL}}}
+"""
+    body = json.dumps(
+        {"model": "sql", "stream": True, "messages": [{"role": "user", "content": "go"}]}
+    )
+    request = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: g\r\n"
+        f"Authorization: Bearer {key.plaintext}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+    auth = {"Authorization": f"Bearer {key.plaintext}"}
+    try:
+        with (
+            gateway(tmp_path, policy, key_pepper="pepper", client_write_timeout_seconds="1") as (
+                _,
+                port,
+            ),
+            socket.socket() as stalled,
+        ):
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stalled.connect(("127.0.0.1", port))
+            stalled.sendall(request)  # and never read a byte
+            url = f"http://127.0.0.1:{port}/v1/models"
+            models = httpx.get(url, headers=auth, timeout=10)
+            assert models.status_code == 200  # the gateway itself is fine meanwhile
+            chat = f"http://127.0.0.1:{port}/v1/chat/completions"
+            hello = {
+                "model": "sql",
+                "stream": True,
+                "max_tokens": 1,
+                "messages": [{"role": "user", "content": "hi"}],
+            }
+            deadline = time.monotonic() + 30  # a safety bound: the cut comes after ~1 s
+            while True:
+                with httpx.stream("POST", chat, json=hello, headers=auth, timeout=10) as answer:
+                    if answer.status_code != 429:
+                        break
+                assert time.monotonic() < deadline, "the stalled stream kept the team's slot"
+                time.sleep(0.1)  # polling the gateway, bounded
+            assert answer.status_code == 200
+    finally:
+        loop.run(replica.stop())
