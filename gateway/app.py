@@ -66,7 +66,7 @@ def create_app(settings: Settings, services: Services) -> Litestar:
 def create_admin_app(settings: Settings, services: Services) -> Litestar:
     """The admin-plane application (``LGW_ADMIN_PORT``): kept off the public Service."""
 
-    editor = Editor(services.registry, audit_log_for(services.registry.store), services.pepper)
+    editor = Editor(services.registry, audit_log_for(services.redis), services.pepper)
 
     @get("/metrics", include_in_schema=False, media_type=_PROMETHEUS_TEXT)
     async def metrics() -> bytes:

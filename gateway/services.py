@@ -1,8 +1,10 @@
-"""Everything the two planes share, built once from the settings and fixed after start.
+"""Everything the two planes share, built once from the settings, fixed once built.
 
-The one place that decides between Redis and memory: with ``LGW_REDIS_URL`` the
-registry, the limiter and the usage tally live in Redis, shared by every replica;
-without it (or with a store given, as tests and the demo do) they live in this process.
+The one place that decides between Redis and memory, from ``LGW_REDIS_URL`` alone: with
+it the limiter, the usage tally, the audit log (``redis``) and, unless a store is given
+(tests and the demo bring their own), the registry live in Redis, shared by every
+replica, and the registry is watched for changes; without it, everything lives in this
+process.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass, field
+
+from redis.asyncio import Redis, RedisCluster
 
 from gateway import keys
 from gateway.accounting import Accounting, Telemetry, UsageTally
@@ -39,6 +43,8 @@ class Services:
     accounting: Accounting
     metrics: Metrics
     rng: random.Random
+    redis: Redis | RedisCluster | None
+    """The shared Redis (``LGW_REDIS_URL``), or ``None``: everything is in this process."""
     pepper: bytes = field(repr=False)
     """The key-hash pepper (empty when no key exists, so nothing can match)."""
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -63,41 +69,36 @@ class Services:
 
     async def start(self) -> None:
         """Load the registry, open the upstream pool, start the limiter and the tally."""
-        self.registry.on_load.append(self._export_pool_prices)
         await self.preflight()
         await self.upstream.start()
         await self.accounting.start()
         await self.limiter.start()
-        if isinstance(self.registry.store, RedisStore):
+        if self.redis is not None:
             self.registry.watch(self.settings.registry_poll_seconds)
         self.ready.set()
 
     async def stop(self) -> None:
         """Stop background work and close connections."""
         self.ready.clear()
-        await self.accounting.close()  # before the store's client closes: it flushes there
+        await self.accounting.close()  # before the shared client closes: it flushes there
         await self.registry.stop()
         await self.limiter.close()
         await self.upstream.close()
-
-    def _export_pool_prices(self, snapshot: Snapshot) -> None:
-        """Publish each pool's GPU-hour price (for the dashboards' cost apportioning)."""
-        for pool in snapshot.registry.pools:
-            if pool.gpu_hour_price is not None:
-                self.metrics.gpu_hour_price.labels(pool.name).set(pool.gpu_hour_price)
+        if self.redis is not None and not isinstance(self.registry.store, RedisStore):
+            await self.redis.aclose()  # (a Redis store closes its client with the registry)
 
 
 def build_services(
     settings: Settings, store: RegistryStore | None = None, telemetry: Telemetry | None = None
 ) -> Services:
     """The services for ``settings``: Redis-backed when ``LGW_REDIS_URL`` is set."""
-    if store is None and settings.redis_url:
-        store = RedisStore(connect(settings, None))
-    store = store or InMemoryStore()
+    redis = connect(settings, None) if settings.redis_url else None
+    if store is None:
+        store = RedisStore(redis) if redis is not None else InMemoryStore()
     metrics, rng = Metrics(), random.Random()  # noqa: S311 - load spreading, not secrets
     registry = _exported(RegistryCache(store), metrics)
-    limiter = _limiter(settings, metrics)
-    usage = UsageTally(store.redis if isinstance(store, RedisStore) else None)
+    limiter = _limiter(settings, metrics, shared=redis is not None)
+    usage = UsageTally(redis)
     if telemetry is None:
         telemetry = Telemetry(otlp_provider()) if settings.otlp_endpoint else Telemetry()
     secret = settings.key_pepper
@@ -109,12 +110,14 @@ def build_services(
         accounting=Accounting(metrics, usage, telemetry, limiter),
         metrics=metrics,
         rng=rng,
+        redis=redis,
         pepper=secret.get_secret_value().encode() if secret else b"",
     )
 
 
-def _limiter(settings: Settings, metrics: Metrics) -> Limiter:
-    if not settings.redis_url:
+def _limiter(settings: Settings, metrics: Metrics, shared: bool) -> Limiter:
+    """The limiter on its own connection: admission's short timeout is not the store's."""
+    if not shared:
         return MemoryLimiter(metrics)
     return RedisLimiter(
         connect(settings, settings.redis_timeout),
@@ -125,9 +128,17 @@ def _limiter(settings: Settings, metrics: Metrics) -> Limiter:
 
 
 def _exported(cache: RegistryCache, metrics: Metrics) -> RegistryCache:
-    """``cache``, its version and age read when ``/metrics`` is scraped."""
+    """``cache``, its version and age read when ``/metrics`` is scraped, and each pool's
+    GPU-hour price published on every load (for the dashboards' cost apportioning)."""
     metrics.registry_version.set_function(
         lambda: float(cache.snapshot.version) if cache.snapshot else -1.0
     )
     metrics.registry_age.set_function(lambda: time.monotonic() - cache.checked_at)
+
+    def export_pool_prices(snapshot: Snapshot) -> None:
+        for pool in snapshot.registry.pools:
+            if pool.gpu_hour_price is not None:
+                metrics.gpu_hour_price.labels(pool.name).set(pool.gpu_hour_price)
+
+    cache.on_load.append(export_pool_prices)
     return cache

@@ -20,7 +20,7 @@ from redis.asyncio import Redis, RedisCluster
 
 from gateway.redis_client import team_key
 
-log = logging.getLogger("gateway.accounting.usage")
+log = logging.getLogger("gateway.usage")
 FLUSH_SECONDS = 1.0
 RETENTION_DAYS = 40
 MAX_QUERY_HOURS = 31 * 24

@@ -17,8 +17,6 @@ from typing import Any, Protocol
 from redis.asyncio import Redis, RedisCluster
 
 from gateway.admin.schemas import AuditEntry
-from gateway.store.base import RegistryStore
-from gateway.store.redis_store import RedisStore
 
 STREAM = "lgw:audit"
 MAX_ENTRIES = 100_000
@@ -151,8 +149,6 @@ class RedisAudit:
         return selected
 
 
-def audit_log_for(store: RegistryStore) -> AuditLog:
-    """The audit log beside ``store``: in its Redis when it has one, else in memory."""
-    if isinstance(store, RedisStore):
-        return RedisAudit(store.redis)
-    return MemoryAudit()
+def audit_log_for(redis: Redis | RedisCluster | None) -> AuditLog:
+    """The audit log in the shared Redis, else (single node) in memory."""
+    return RedisAudit(redis) if redis is not None else MemoryAudit()

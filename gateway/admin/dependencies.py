@@ -8,11 +8,19 @@ from typing import Any
 from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
+from litestar.params import SkipValidation
 
 from gateway.admin.callers import Caller, identify
 from gateway.admin.editor import Editor
 from gateway.registry import Snapshot
 from gateway.services import Services
+
+# What a handler names to be given each one. Not validated: they are our own objects,
+# and a signature model cannot describe them.
+ServicesParam = NamedDependency[SkipValidation[Services]]
+SnapshotParam = NamedDependency[SkipValidation[Snapshot]]
+CallerParam = NamedDependency[SkipValidation[Caller]]
+EditorParam = NamedDependency[SkipValidation[Editor]]
 
 
 def _services(state: State) -> Services:
@@ -20,14 +28,14 @@ def _services(state: State) -> Services:
     return services
 
 
-def _snapshot(services: NamedDependency[Services]) -> Snapshot:
+def _snapshot(services: ServicesParam) -> Snapshot:
     return services.registry.current()
 
 
 def _caller(
     request: Request[Any, Any, Any],
-    services: NamedDependency[Services],
-    snapshot: NamedDependency[Snapshot],
+    services: ServicesParam,
+    snapshot: SnapshotParam,
 ) -> Caller:
     authorization = request.headers.get("authorization")
     return identify(authorization, services.settings, snapshot, services.pepper)

@@ -6,16 +6,12 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 from litestar import Controller, get
-from litestar.di import NamedDependency
 from litestar.params import FromQuery
 
 from gateway.admin.audit import Query
-from gateway.admin.callers import Caller
-from gateway.admin.editor import Editor
+from gateway.admin.dependencies import CallerParam, EditorParam, ServicesParam, SnapshotParam
 from gateway.admin.paging import Limit
 from gateway.admin.schemas import AuditEntry, UsageOut
-from gateway.registry import Snapshot
-from gateway.services import Services
 
 DAY = timedelta(days=1)
 
@@ -29,8 +25,8 @@ class AuditRoutes(Controller):
     @get("/")
     async def list_audit(
         self,
-        caller: NamedDependency[Caller],
-        editor: NamedDependency[Editor],
+        caller: CallerParam,
+        editor: EditorParam,
         team: FromQuery[str | None] = None,
         actor: FromQuery[str | None] = None,
         action: FromQuery[str | None] = None,
@@ -57,9 +53,9 @@ class UsageRoutes(Controller):
     @get("/")
     async def usage(
         self,
-        caller: NamedDependency[Caller],
-        services: NamedDependency[Services],
-        snapshot: NamedDependency[Snapshot],
+        caller: CallerParam,
+        services: ServicesParam,
+        snapshot: SnapshotParam,
         team: FromQuery[str | None] = None,
         adapter: FromQuery[str | None] = None,
         since: FromQuery[datetime | None] = None,

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from litestar import Controller, delete, get, post, put
-from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
 from gateway.admin import changes
-from gateway.admin.callers import Caller
-from gateway.admin.editor import Editor
+from gateway.admin.dependencies import CallerParam, EditorParam, ServicesParam, SnapshotParam
 from gateway.admin.paging import After, Limit, page
 from gateway.admin.schemas import Page
 from gateway.errors import NotFound
 from gateway.policy import may_use
-from gateway.registry import Adapter, Pool, Snapshot
-from gateway.services import Services
+from gateway.registry import Adapter, Pool
 from gateway.upstream.allowlist import check_endpoints
 
 
@@ -27,8 +24,8 @@ class PoolRoutes(Controller):
     @get("/")
     async def list_pools(
         self,
-        caller: NamedDependency[Caller],
-        snapshot: NamedDependency[Snapshot],
+        caller: CallerParam,
+        snapshot: SnapshotParam,
         limit: Limit = 100,
         after: After = None,
     ) -> Page:
@@ -38,9 +35,9 @@ class PoolRoutes(Controller):
     @post("/")
     async def create_pool(
         self,
-        caller: NamedDependency[Caller],
-        services: NamedDependency[Services],
-        editor: NamedDependency[Editor],
+        caller: CallerParam,
+        services: ServicesParam,
+        editor: EditorParam,
         data: JSONBody[Pool],
     ) -> Pool:
         return await _put_pool(caller, services, editor, data.name, data, "pool.create")
@@ -48,8 +45,8 @@ class PoolRoutes(Controller):
     @get("/{name:str}")
     async def get_pool(
         self,
-        caller: NamedDependency[Caller],
-        snapshot: NamedDependency[Snapshot],
+        caller: CallerParam,
+        snapshot: SnapshotParam,
         name: FromPath[str],
     ) -> Pool:
         caller.require_org()
@@ -61,9 +58,9 @@ class PoolRoutes(Controller):
     @put("/{name:str}")
     async def replace_pool(
         self,
-        caller: NamedDependency[Caller],
-        services: NamedDependency[Services],
-        editor: NamedDependency[Editor],
+        caller: CallerParam,
+        services: ServicesParam,
+        editor: EditorParam,
         name: FromPath[str],
         data: JSONBody[Pool],
     ) -> Pool:
@@ -71,7 +68,7 @@ class PoolRoutes(Controller):
 
     @delete("/{name:str}")
     async def delete_pool(
-        self, caller: NamedDependency[Caller], editor: NamedDependency[Editor], name: FromPath[str]
+        self, caller: CallerParam, editor: EditorParam, name: FromPath[str]
     ) -> None:
         caller.require_org()
         await editor.apply(
@@ -89,8 +86,8 @@ class AdapterRoutes(Controller):
     @get("/")
     async def list_adapters(
         self,
-        caller: NamedDependency[Caller],
-        snapshot: NamedDependency[Snapshot],
+        caller: CallerParam,
+        snapshot: SnapshotParam,
         limit: Limit = 100,
         after: After = None,
     ) -> Page:
@@ -102,8 +99,8 @@ class AdapterRoutes(Controller):
     @post("/")
     async def create_adapter(
         self,
-        caller: NamedDependency[Caller],
-        editor: NamedDependency[Editor],
+        caller: CallerParam,
+        editor: EditorParam,
         data: JSONBody[Adapter],
     ) -> Adapter:
         caller.require_org()
@@ -119,8 +116,8 @@ class AdapterRoutes(Controller):
     @get("/{adapter_id:path}")
     async def get_adapter(
         self,
-        caller: NamedDependency[Caller],
-        snapshot: NamedDependency[Snapshot],
+        caller: CallerParam,
+        snapshot: SnapshotParam,
         adapter_id: FromPath[str],
     ) -> Adapter:
         found = next(
@@ -133,8 +130,8 @@ class AdapterRoutes(Controller):
     @delete("/{adapter_id:path}")
     async def delete_adapter(
         self,
-        caller: NamedDependency[Caller],
-        editor: NamedDependency[Editor],
+        caller: CallerParam,
+        editor: EditorParam,
         adapter_id: FromPath[str],
     ) -> None:
         caller.require_org()
@@ -149,9 +146,9 @@ class AdapterRoutes(Controller):
 
 
 async def _put_pool(
-    caller: NamedDependency[Caller],
-    services: NamedDependency[Services],
-    editor: NamedDependency[Editor],
+    caller: CallerParam,
+    services: ServicesParam,
+    editor: EditorParam,
     name: str,
     data: Pool,
     action: str,

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from litestar import Controller, delete, get, patch, post, put
-from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
 from gateway.admin import changes
-from gateway.admin.callers import Caller
-from gateway.admin.editor import Editor
+from gateway.admin.dependencies import CallerParam, EditorParam, ServicesParam, SnapshotParam
 from gateway.admin.paging import After, Limit, page
 from gateway.admin.schemas import (
     KeyCreated,
@@ -23,8 +21,7 @@ from gateway.admin.schemas import (
     TeamPatch,
 )
 from gateway.errors import NotFound
-from gateway.registry import Registry, Snapshot, Team
-from gateway.services import Services
+from gateway.registry import Registry, Team
 
 
 class TeamRoutes(Controller):
@@ -36,8 +33,8 @@ class TeamRoutes(Controller):
     @get("/")
     async def list_teams(
         self,
-        caller: NamedDependency[Caller],
-        snapshot: NamedDependency[Snapshot],
+        caller: CallerParam,
+        snapshot: SnapshotParam,
         limit: Limit = 100,
         after: After = None,
     ) -> Page:
@@ -47,8 +44,8 @@ class TeamRoutes(Controller):
     @post("/")
     async def create_team(
         self,
-        caller: NamedDependency[Caller],
-        editor: NamedDependency[Editor],
+        caller: CallerParam,
+        editor: EditorParam,
         data: JSONBody[TeamIn],
     ) -> TeamOut:
         caller.require_org()
@@ -60,8 +57,8 @@ class TeamRoutes(Controller):
     @get("/{team:str}")
     async def get_team(
         self,
-        caller: NamedDependency[Caller],
-        snapshot: NamedDependency[Snapshot],
+        caller: CallerParam,
+        snapshot: SnapshotParam,
         team: FromPath[str],
     ) -> TeamOut:
         caller.require_team(team)
@@ -70,8 +67,8 @@ class TeamRoutes(Controller):
     @patch("/{team:str}")
     async def update_team(
         self,
-        caller: NamedDependency[Caller],
-        editor: NamedDependency[Editor],
+        caller: CallerParam,
+        editor: EditorParam,
         team: FromPath[str],
         data: JSONBody[TeamPatch],
     ) -> TeamOut:
@@ -83,7 +80,7 @@ class TeamRoutes(Controller):
 
     @delete("/{team:str}")
     async def delete_team(
-        self, caller: NamedDependency[Caller], editor: NamedDependency[Editor], team: FromPath[str]
+        self, caller: CallerParam, editor: EditorParam, team: FromPath[str]
     ) -> None:
         caller.require_org()
         await editor.apply(
@@ -100,8 +97,8 @@ class KeyRoutes(Controller):
     @get("/")
     async def list_keys(
         self,
-        caller: NamedDependency[Caller],
-        snapshot: NamedDependency[Snapshot],
+        caller: CallerParam,
+        snapshot: SnapshotParam,
         team: FromPath[str],
         limit: Limit = 100,
         after: After = None,
@@ -112,9 +109,9 @@ class KeyRoutes(Controller):
     @post("/")
     async def create_key(
         self,
-        caller: NamedDependency[Caller],
-        services: NamedDependency[Services],
-        editor: NamedDependency[Editor],
+        caller: CallerParam,
+        services: ServicesParam,
+        editor: EditorParam,
         team: FromPath[str],
         data: JSONBody[KeyIn],
     ) -> KeyCreated:
@@ -137,8 +134,8 @@ class KeyRoutes(Controller):
     @get("/{key_id:str}")
     async def get_key(
         self,
-        caller: NamedDependency[Caller],
-        snapshot: NamedDependency[Snapshot],
+        caller: CallerParam,
+        snapshot: SnapshotParam,
         team: FromPath[str],
         key_id: FromPath[str],
     ) -> KeyOut:
@@ -148,8 +145,8 @@ class KeyRoutes(Controller):
     @delete("/{key_id:str}")
     async def revoke_key(
         self,
-        caller: NamedDependency[Caller],
-        editor: NamedDependency[Editor],
+        caller: CallerParam,
+        editor: EditorParam,
         team: FromPath[str],
         key_id: FromPath[str],
     ) -> None:
@@ -161,9 +158,9 @@ class KeyRoutes(Controller):
     @post("/{key_id:str}/rotate")
     async def rotate_key(
         self,
-        caller: NamedDependency[Caller],
-        services: NamedDependency[Services],
-        editor: NamedDependency[Editor],
+        caller: CallerParam,
+        services: ServicesParam,
+        editor: EditorParam,
         team: FromPath[str],
         key_id: FromPath[str],
         data: JSONBody[RotateIn],
@@ -192,8 +189,8 @@ class MappingRoutes(Controller):
     @get("/")
     async def list_mappings(
         self,
-        caller: NamedDependency[Caller],
-        snapshot: NamedDependency[Snapshot],
+        caller: CallerParam,
+        snapshot: SnapshotParam,
         team: FromPath[str],
         limit: Limit = 100,
         after: After = None,
@@ -206,8 +203,8 @@ class MappingRoutes(Controller):
     @get("/{task:str}")
     async def get_mapping(
         self,
-        caller: NamedDependency[Caller],
-        snapshot: NamedDependency[Snapshot],
+        caller: CallerParam,
+        snapshot: SnapshotParam,
         team: FromPath[str],
         task: FromPath[str],
     ) -> MappingOut:
@@ -220,8 +217,8 @@ class MappingRoutes(Controller):
     @put("/{task:str}")
     async def put_mapping(
         self,
-        caller: NamedDependency[Caller],
-        editor: NamedDependency[Editor],
+        caller: CallerParam,
+        editor: EditorParam,
         team: FromPath[str],
         task: FromPath[str],
         data: JSONBody[MappingIn],
@@ -235,8 +232,8 @@ class MappingRoutes(Controller):
     @delete("/{task:str}")
     async def delete_mapping(
         self,
-        caller: NamedDependency[Caller],
-        editor: NamedDependency[Editor],
+        caller: CallerParam,
+        editor: EditorParam,
         team: FromPath[str],
         task: FromPath[str],
     ) -> None:
@@ -246,7 +243,7 @@ class MappingRoutes(Controller):
         )
 
 
-def team_of(snapshot: NamedDependency[Snapshot], name: str) -> Team:
+def team_of(snapshot: SnapshotParam, name: str) -> Team:
     """The team, or 404."""
     found = snapshot.teams.get(name)
     if found is None:

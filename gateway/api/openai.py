@@ -49,11 +49,9 @@ async def _complete(request: AnyRequest, schema: type[OpenAIRequest]) -> Respons
             found = resolve(principal, asked.model, snapshot, services.rng)
         with record.stage("authorize"):
             ask = Ask.of(asked)
-            decision = record.decided(check_access(principal.team, found, ask))
-            route = record.routed(choose(found, enforce(decision), services.rng))
-            max_tokens = max_tokens_for(
-                ask.max_tokens, services.settings, principal.team.policy.caps
-            )
+            pools = enforce(record.decided(check_access(principal.team, found, ask)))
+        route = record.routed(choose(found, pools, services.rng))
+        max_tokens = max_tokens_for(ask.max_tokens, services.settings, principal.team.policy.caps)
         with record.stage("admit"):
             reserve = asked.prompt_tokens_estimate + max_tokens
             grant = record.admitted(await services.limiter.admit(principal, reserve))

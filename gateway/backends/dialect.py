@@ -21,6 +21,9 @@ class Dialect(Protocol):
     """How the gateway speaks to one kind of multi-LoRA server."""
 
     name: str
+    lists_adapters: bool
+    """Whether the engine's ``/v1/models`` lists the adapters it loaded (vLLM); the
+    prober then compares them with the pool's declared adapters."""
 
     def translate(self, request: OpenAIRequest, route: Route, max_tokens: int) -> tuple[str, bytes]:
         """The upstream path and body for an OpenAI request."""

@@ -51,6 +51,7 @@ class TGIDialect:
     """Hugging Face TGI >= 2.3 (tested against 3.3)."""
 
     name = "tgi"
+    lists_adapters = False  # its /v1/models names the base model only
     response = staticmethod(responses.clean_response)
     rewriter = responses.ChunkRewriter
     http_error = staticmethod(http_error)

@@ -30,6 +30,7 @@ class VLLMDialect:
     """vLLM >= 0.6 serving LoRA modules."""
 
     name = "vllm"
+    lists_adapters = True
     response = staticmethod(responses.clean_response)
     rewriter = responses.ChunkRewriter
     http_error = staticmethod(http_error)

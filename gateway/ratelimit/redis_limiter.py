@@ -34,7 +34,7 @@ from gateway.ratelimit.limits import (
 )
 from gateway.ratelimit.memory import MemoryLimiter
 
-log = logging.getLogger("gateway.ratelimit.limits")
+log = logging.getLogger("gateway.ratelimit")
 FAILURES = (RedisError, OSError, asyncio.TimeoutError)
 
 

@@ -1,4 +1,5 @@
-"""The registry: teams, keys, adapters, pools and mappings, and where they are stored."""
+"""The registry: teams, keys, adapters, pools and mappings (records and the indexed
+snapshot requests read); where it is kept is ``gateway/store/``."""
 
 from gateway.registry.models import (
     Adapter,

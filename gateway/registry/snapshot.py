@@ -13,10 +13,8 @@ from gateway.registry.models import (
     ApiKey,
     Mapping,
     Pool,
-    Price,
     Registry,
     Team,
-    price_of,
 )
 
 
@@ -52,10 +50,6 @@ class Snapshot:
     def mapping(self, team: str, task: str) -> Mapping | None:
         """The team's own mapping of ``task``, else the org default, else ``None``."""
         return self.mappings.get((team, task)) or self.mappings.get((None, task))
-
-    def price(self, adapter: str, pool: Pool) -> Price:
-        """The adapter's own prices, else its pool's."""
-        return price_of(self.adapters.get(adapter), pool)
 
     def tasks(self, team: str) -> list[str]:
         """Every task ``team`` can name in ``model``, sorted."""

@@ -3,7 +3,7 @@
 ``Upstream.forward`` is the stage's one entry: translate for the pool's dialect, try the
 pool's replicas while nothing reached the client (``retries.py``), then answer whole or
 relay the stream (``relay.py``). How the request ended is reported once to its
-``Watcher`` (the request's record, stage 6): on success here, at a stream's last byte
+``Listener`` (the request's record, stage 6): on success here, at a stream's last byte
 or cut; when ``forward`` raises instead, the caller records the error.
 """
 
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from gateway.backends import DIALECTS, Dialect, Usage
 from gateway.backends.responses import text_of
@@ -23,13 +24,14 @@ from gateway.schemas import OpenAIRequest
 from gateway.settings import Settings
 from gateway.store.cache import RegistryCache
 from gateway.upstream.allowlist import speakable
+from gateway.upstream.attempt import Outbound, call, open_stream
 from gateway.upstream.balancer import Balancer, RetryBudget
 from gateway.upstream.client import Client
-from gateway.upstream.exchange import Outbound, call, open_stream
 from gateway.upstream.probes import Prober
 from gateway.upstream.relay import relay
-from gateway.upstream.retries import with_retries
+from gateway.upstream.retries import Slot, with_retries
 
+T = TypeVar("T")
 Answer = bytes | AsyncIterator[bytes]
 """A whole OpenAI body, or a stream's SSE bytes (its first chunk already read)."""
 
@@ -63,12 +65,12 @@ class Ending:
     relayed: int = 0
     """Chunks relayed to the client."""
     first_token_at: float | None = None
-    """``time.perf_counter()`` when a stream's first chunk left."""
+    """``time.perf_counter()`` when a stream's first event was in hand, ready to leave."""
     text: str | None = None
     """The answer's text, when the exchange asked to keep it."""
 
 
-class Watcher(Protocol):
+class Listener(Protocol):
     """Who hears about the call to the backend: the request's record."""
 
     def upstream_started(self, path: str) -> dict[str, str] | None:
@@ -108,42 +110,38 @@ class Upstream:
         await self.prober.stop()
         await self.client.close()
 
-    async def forward(self, exchange: Exchange, watcher: Watcher) -> Answer:
+    async def forward(self, exchange: Exchange, listener: Listener) -> Answer:
         """Send ``exchange`` to a replica of its route's pool; its answer."""
         dialect = DIALECTS[exchange.route.pool.dialect]
         path, body = dialect.translate(exchange.request, exchange.route, exchange.max_tokens)
-        out = Outbound(exchange.route, path, body, watcher.upstream_started(path))
+        out = Outbound(exchange.route, path, body, listener.upstream_started(path))
         if exchange.request.stream:
-            return await self._stream(dialect, out, exchange, watcher)
-        return await self._whole(dialect, out, exchange, watcher)
+            return await self._stream(dialect, out, exchange, listener)
+        return await self._whole(dialect, out, exchange, listener)
+
+    def _tries(
+        self, out: Outbound, stream: bool, attempt: Callable[[Outbound], Awaitable[T]]
+    ) -> Awaitable[tuple[T, Slot]]:
+        """``attempt`` on the pool's replicas, retried while nothing reached the client."""
+        return with_retries(self.balancer, self.retry_budget, out, stream, self._deadline, attempt)
 
     async def _whole(
-        self, dialect: Dialect, out: Outbound, exchange: Exchange, watcher: Watcher
+        self, dialect: Dialect, out: Outbound, exchange: Exchange, listener: Listener
     ) -> bytes:
         stop = exchange.request.stop_list
-        (content, usage), slot = await with_retries(
-            self.balancer,
-            self.retry_budget,
-            out,
-            False,
-            self._deadline,
-            lambda o: call(self.client, dialect, o, exchange.response_id, stop),
+        (content, usage), slot = await self._tries(
+            out, False, lambda o: call(self.client, dialect, o, exchange.response_id, stop)
         )
         slot.release(True)
         text = text_of(content) if exchange.keep_text else None
-        watcher.ended(Ending("ok", usage, text=text))
+        listener.ended(Ending("ok", usage, text=text))
         return content
 
     async def _stream(
-        self, dialect: Dialect, out: Outbound, exchange: Exchange, watcher: Watcher
+        self, dialect: Dialect, out: Outbound, exchange: Exchange, listener: Listener
     ) -> AsyncIterator[bytes]:
-        (events, first), slot = await with_retries(
-            self.balancer,
-            self.retry_budget,
-            out,
-            True,
-            self._deadline,
-            lambda o: open_stream(self.client, dialect, o),
+        (events, first), slot = await self._tries(
+            out, True, lambda o: open_stream(self.client, dialect, o)
         )
         asked = exchange.request
         rewriter = dialect.rewriter(
@@ -158,7 +156,7 @@ class Upstream:
         def ended(outcome: str, relayed: int) -> None:
             slot.release(_health(outcome))
             usage, text = rewriter.usage, rewriter.text
-            watcher.ended(Ending(outcome, usage, relayed, first_token_at, text))
+            listener.ended(Ending(outcome, usage, relayed, first_token_at, text))
 
         frames = relay(events, first, rewriter, dialect, ended)
         # Started here, so its cleanup (release, record, close upstream) is armed even if
@@ -172,7 +170,10 @@ def _health(outcome: str) -> bool | None:
     return True if outcome == "ok" else None if outcome == "client_disconnect" else False
 
 
-async def _after(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield head
-    async for chunk in rest:
-        yield chunk
+async def _after(head: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+    """``head``, then ``rest``; closing this closes ``rest`` at once, so the relay's ending
+    (release, record, upstream closed) never waits for the garbage collector."""
+    async with aclosing(rest):
+        yield head
+        async for chunk in rest:
+            yield chunk

@@ -22,12 +22,13 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from gateway.backends import DIALECTS
 from gateway.metrics import Metrics
 from gateway.registry import Pool
 from gateway.store.cache import RegistryCache
 from gateway.upstream.balancer import Balancer, Replica
 
-log = logging.getLogger("gateway.upstream.probes")
+log = logging.getLogger("gateway.probes")
 _LOAD = re.compile(
     rb"^(tgi_queue_size|tgi_batch_current_size)(?:\{[^}]*\})? ([0-9.e+]+)$", re.MULTILINE
 )
@@ -85,10 +86,10 @@ class Prober:
     async def probe_all(self) -> None:
         """One round over every replica of every pool."""
         for pool in self._registry.current().registry.pools:
-            if pool.dialect == "vllm":
+            if DIALECTS[pool.dialect].lists_adapters:
                 await self._check_loaded(pool)
             if pool.discovery == "dns":
-                found = await resolve(pool.endpoints)
+                found = await resolve_endpoints(pool.endpoints)
                 if found:  # keep the last answer when DNS has none right now
                     self._balancer.resolved[pool.name] = found
             self._balancer.replicas(pool)  # follow endpoint changes
@@ -163,7 +164,7 @@ def _capacity(info: bytes) -> int | None:
     return capacity if isinstance(capacity, int) and capacity > 0 else None
 
 
-async def resolve(endpoints: tuple[str, ...]) -> tuple[str, ...]:
+async def resolve_endpoints(endpoints: tuple[str, ...]) -> tuple[str, ...]:
     """One base URL per address the endpoints' host names resolve to, in a stable order."""
     loop = asyncio.get_running_loop()
     urls: set[str] = set()

@@ -3,12 +3,12 @@ arrive, ending in ``[DONE]`` however the stream ends."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 from gateway.backends import ChunkRewriter, Dialect
 from gateway.errors import GatewayError, UpstreamError
+from gateway.upstream.attempt import ENDED_EARLY, is_error
 from gateway.upstream.client import TRANSPORT_FAILURES, EventStream
-from gateway.upstream.exchange import ENDED_EARLY, is_error
 from gateway.upstream.sse import DONE, error_frames, frame
 
 _FAILED_MID_STREAM = "The connection to the model backend failed mid-stream."
@@ -34,7 +34,7 @@ async def relay(
     rewriter: ChunkRewriter,
     dialect: Dialect,
     on_end: Callable[[str, int], None],
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The client's SSE bytes as they arrive, ending in ``[DONE]``: the events of one
     upstream read leave together, and nothing waits for the next read.
 

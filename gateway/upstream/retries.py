@@ -27,8 +27,8 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.registry import Pool
+from gateway.upstream.attempt import Outbound
 from gateway.upstream.balancer import Balancer, Replica, RetryBudget
-from gateway.upstream.exchange import Outbound
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 3

@@ -9,7 +9,15 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-APPLICATION = ("gateway.app", "gateway.server", "gateway.services", "gateway.api")
+APPLICATION = (
+    "gateway.app",
+    "gateway.server",
+    "gateway.services",
+    "gateway.api",
+    "gateway.cli",
+    "gateway.demo",
+    "gateway.connections",
+)
 
 
 def test_the_import_contracts_hold() -> None:

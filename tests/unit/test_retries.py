@@ -22,7 +22,7 @@ from gateway.errors import (
 from gateway.registry import Pool
 from gateway.routing import Route
 from gateway.upstream.balancer import Balancer, RetryBudget
-from gateway.upstream.exchange import Outbound
+from gateway.upstream.attempt import Outbound
 from gateway.upstream.retries import (
     MAX_ATTEMPTS,
     Slot,
