@@ -9,9 +9,11 @@ cannot hold the process's file descriptors while real requests wait.
   mark) for ``LGW_CLIENT_WRITE_TIMEOUT_SECONDS`` is cut off: the connection is aborted,
   which ends the response like a hang-up (a stream's upstream closed, its slot and
   limits released, ``client_disconnect``).
-- At ``LGW_MAX_CONNECTIONS`` open connections, a new one evicts the oldest connection
-  still waiting for its headers (408); when none is waiting, the new one gets a 503 with
-  ``Retry-After`` and is closed. Real requests thus keep being served under a flood.
+- At ``LGW_MAX_CONNECTIONS`` open connections, a new one evicts the oldest idle
+  kept-alive connection (closed quietly, as its keep-alive timeout would), else the
+  oldest still waiting for its headers (408); when every connection is busy with a
+  request, the new one gets a 503 with ``Retry-After`` and is closed. Real requests thus
+  keep being served under a flood of idle or dawdling connections.
 Every shed connection is counted in ``lgw_connections_shed_total{plane, reason}``.
 
 After a flood (``FLOOD`` connections or more, then three quarters of them closed), the
@@ -90,6 +92,8 @@ class ConnectionGuard:
         """Most connections open since memory was last given back."""
         self.waiting: dict[GuardedProtocol, asyncio.TimerHandle] = {}
         """Insertion order is age: the first waited longest."""
+        self.idle: dict[GuardedProtocol, None] = {}
+        """Kept-alive connections between requests, oldest first."""
 
     def opened(self) -> None:
         """One more connection."""
@@ -123,17 +127,28 @@ class GuardedProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         guard = self.guard
         guard.opened()
-        if guard.open > guard.limit:
-            if not guard.waiting:
-                guard.shed("connection_limit")
-                self._close_with(_BUSY)
-                return
-            oldest = next(iter(guard.waiting))
-            guard.shed("evicted")
-            oldest._close_with(_LATE)
+        if guard.open > guard.limit and not self._make_room():
+            guard.shed("connection_limit")
+            self._close_with(_BUSY)
+            return
         self._await_headers()
 
+    def _make_room(self) -> bool:
+        """Close the oldest idle connection, else the oldest dawdling one; ``False`` when
+        every connection is busy with a request."""
+        guard = self.guard
+        if guard.idle:
+            guard.shed("evicted_idle")
+            next(iter(guard.idle)).transport.close()  # between requests: nothing is lost
+            return True
+        if guard.waiting:
+            guard.shed("evicted")
+            next(iter(guard.waiting))._close_with(_LATE)
+            return True
+        return False
+
     def data_received(self, data: bytes) -> None:
+        self.guard.idle.pop(self, None)
         if self not in self.guard.waiting and (self.cycle is None or self.cycle.response_complete):
             self._await_headers()  # the first byte of the next request on this connection
         super().data_received(data)
@@ -156,9 +171,15 @@ class GuardedProtocol(HttpToolsProtocol):
         self.guard.shed("write_stall")
         self.transport.abort()  # connection_lost follows: the response ends as a hang-up
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and not self.pipeline:
+            self.guard.idle[self] = None  # kept alive, waiting for the next request
+
     def connection_lost(self, exc: Exception | None) -> None:
         if self._stalled is not None:
             self._stalled.cancel()
+        self.guard.idle.pop(self, None)
         self._headers_arrived()
         self.guard.closed(self.loop)
         super().connection_lost(exc)

@@ -139,7 +139,7 @@ class Metrics:
         self.connections_shed = Counter(
             "lgw_connections_shed_total",
             "Connections closed to protect the plane (reason: header_timeout, evicted, "
-            "connection_limit, write_stall).",
+            "evicted_idle, connection_limit, write_stall).",
             PLANE_REASON,
             registry=r,
         )

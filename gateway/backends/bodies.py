@@ -65,7 +65,7 @@ def check_parts(turns: list[Message], part_types: frozenset[str]) -> None:
     for i, turn in enumerate(turns):
         for j, part in enumerate(turn.content if isinstance(turn.content, list) else ()):
             kind = part.get("type")
-            if kind not in part_types:
+            if not isinstance(kind, str) or kind not in part_types:
                 raise InvalidRequest(
                     f"Content parts of type {str(kind)[:40]!r} are not supported by this model.",
                     param=f"messages.{i}.content.{j}.type",

@@ -101,6 +101,8 @@ class Prober:
         assert self._session is not None
         loaded: set[str] = set()
         for replica in self._balancer.replicas(pool):
+            if replica.denied:
+                continue  # never contacted, not even to ask what it loaded
             try:
                 listed = json.loads(await self._get(f"{replica.url}/v1/models"))
                 loaded |= {str(m.get("id")) for m in listed.get("data", [])}

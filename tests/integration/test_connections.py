@@ -144,6 +144,27 @@ def test_past_the_connection_limit_the_oldest_half_open_connection_makes_room(
         assert asyncio.run(flood_and_serve(port)) == [200] * 20
 
 
+def test_idle_kept_alive_connections_make_room_for_new_ones(tmp_path: Path) -> None:
+    """Connections that each made one request and then sit idle, kept alive, fill the plane:
+    a newcomer closes the oldest of them instead of getting a 503."""
+
+    async def hold_and_serve(port: int) -> list[int]:
+        held = []
+        for _ in range(60):  # past the limit: each one served, then kept alive, idle
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: g\r\n\r\n")
+            await reader.readuntil(b'{"status":"ok"}')
+            held.append(writer)
+        try:
+            return await _served(port, 20)  # on a connection of its own
+        finally:
+            for writer in held:
+                writer.close()
+
+    with gateway(tmp_path, max_connections="40", keepalive_seconds="600") as (_, port):
+        assert asyncio.run(hold_and_serve(port)) == [200] * 20
+
+
 SQL = "google-cloud-partnership/gemma-2-2b-it-lora-sql"
 CHUNK = (
     b'data:{"object":"chat.completion.chunk","id":"","created":1,"model":"m","choices":'
