@@ -86,10 +86,13 @@ class ChatRequest(_Sampling):
 
     @cached_property  # read by the policy, the admission and the accounting
     def prompt_chars(self) -> int:
-        """Characters of the conversation as the backend gets it: text, every other
-        content part and tool call whole (a cap on text alone would let a megabyte
-        through in an ``image_url`` or a tool call's arguments)."""
-        return sum(message_chars(m) for m in self.messages)
+        """Characters of the prompt as the backend gets it: the turns' text, every other
+        content part, field and tool call whole, and the tool definitions, grammar and
+        stop sequences it is given (a cap on text alone would let a megabyte through in
+        an ``image_url``, a tool's description or a schema)."""
+        extras = (self.tools, self.tool_choice, self.response_format)
+        size = sum(len(dumps(value)) for value in extras if value is not None)
+        return size + sum(message_chars(m) for m in self.messages) + stop_chars(self.stop)
 
     @property
     def uses_tools(self) -> bool:
@@ -142,21 +145,29 @@ def estimate_tokens(chars: int) -> int:
 
 
 def message_chars(message: Message) -> int:
-    """A turn's size in characters: its text, and every other part and tool call as the
-    JSON that carries it."""
-    size = len(message.name or "")
+    """A turn's size in characters: its text, and everything else it carries (other
+    parts, a text part's other fields, tool calls, names) as the JSON that carries it."""
+    size = len(message.name or "") + len(message.tool_call_id or "")
     if isinstance(message.content, list):
-        size += sum(
-            len(part["text"])
-            if part.get("type") == "text" and isinstance(part.get("text"), str)
-            else len(dumps(part))
-            for part in message.content
-        )
+        size += sum(_part_chars(part) for part in message.content)
     else:
         size += len(message.content or "")
     if message.tool_calls:
         size += len(dumps(message.tool_calls))
     return size
+
+
+def _part_chars(part: dict[str, Any]) -> int:
+    text = part.get("text")
+    if part.get("type") != "text" or not isinstance(text, str):
+        return len(dumps(part))
+    rest = {k: v for k, v in part.items() if k not in ("type", "text")}
+    return len(text) + (len(dumps(rest)) if rest else 0)
+
+
+def stop_chars(stop: str | list[str] | None) -> int:
+    """The stop sequences' characters."""
+    return len(stop) if isinstance(stop, str) else sum(len(s) for s in stop or ())
 
 
 def content_text(content: Any) -> str:
