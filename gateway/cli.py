@@ -82,7 +82,8 @@ async def _serve_main(settings: Settings, registry: Registry | None) -> None:
     if settings.redis_url:
         services = build_services(settings)
         if registry is not None and await services.registry.store.version() == 0:
-            registry = registry.model_copy(update={"pepper_fingerprint": _fingerprint(settings)})
+            fingerprint = registry.pepper_fingerprint or _fingerprint(settings)
+            registry = registry.model_copy(update={"pepper_fingerprint": fingerprint})
             await services.registry.store.save(registry, expected_version=0)
             log.info("seeded the empty Redis registry from %s", settings.policies)
     else:
@@ -161,9 +162,11 @@ async def _sync(settings: Settings, files: Registry, apply: bool, outcome: list[
     store = RedisStore(connect(settings, 5.0))
     try:
         if apply:
-            changes = await sync.apply(store, RedisAudit(store.redis), files)
+            changes = await sync.apply(
+                store, RedisAudit(store.redis), files, _fingerprint(settings)
+            )
         else:
-            changes = (await sync.plan(store, files))[2]
+            changes = (await sync.plan(store, files, _fingerprint(settings)))[2]
     finally:
         await store.close()
     for change in changes:
@@ -189,11 +192,13 @@ def _new_key(args: argparse.Namespace) -> int:
     if pepper is None:
         print("set LGW_KEY_PEPPER first: keys are stored as HMACs under it", file=sys.stderr)
         return 2
-    new = keys.mint(pepper.get_secret_value().encode())
+    secret = pepper.get_secret_value().encode()
+    new = keys.mint(secret)
     print(f"key (shown once): {new.plaintext}", file=sys.stderr)
     print(
         f"# under teams[name={args.team}].keys:\n- {{id: {new.id}, name: {args.name}, "
-        f"hash: {new.hash}}}"
+        f"hash: {new.hash}}}\n# once, at the top level of a policy file (a replica started "
+        f"with another pepper refuses to start):\npepper_fingerprint: {keys.fingerprint(secret)}"
     )
     return 0
 

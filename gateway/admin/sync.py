@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from gateway.admin.audit import AuditLog
 from gateway.admin.changes import public
+from gateway.errors import StartRefused
 from gateway.registry.models import Registry, Team
 from gateway.store.base import RegistryStore
 
@@ -72,19 +73,30 @@ def differences(live: Registry, desired: Registry) -> list[Difference]:
 
 
 async def plan(
-    store: RegistryStore, files: Registry
+    store: RegistryStore, files: Registry, fingerprint: str | None = None
 ) -> tuple[Registry, Registry, list[Difference]]:
-    """The live registry, the one the files describe (live keys kept), and the changes."""
+    """The live registry, the one the files describe (live keys kept), and the changes.
+    ``fingerprint``: of the pepper of whoever applies (``StartRefused`` when it, the
+    files' and the live registry's disagree: keys hashed under two peppers never mix)."""
     live = await store.load()
     desired = Registry.model_validate(with_live_keys(files, live).model_dump())
-    desired = desired.model_copy(update={"pepper_fingerprint": live.pepper_fingerprint})
+    known = {f for f in (live.pepper_fingerprint, files.pepper_fingerprint, fingerprint) if f}
+    if len(known) > 1:
+        raise StartRefused(
+            "LGW_KEY_PEPPER, the policy files' pepper_fingerprint and the live registry's "
+            "disagree: their keys were hashed under different peppers"
+        )
+    desired = desired.model_copy(update={"pepper_fingerprint": next(iter(known), None)})
     return live, desired, differences(live, desired)
 
 
-async def apply(store: RegistryStore, audit: AuditLog, files: Registry) -> list[Difference]:
-    """Make the live registry what the files say; audit each change; nothing if equal."""
-    live, desired, changes = await plan(store, files)
-    if changes:
+async def apply(
+    store: RegistryStore, audit: AuditLog, files: Registry, fingerprint: str | None = None
+) -> list[Difference]:
+    """Make the live registry what the files say; audit each change; nothing if equal
+    (a newly recorded pepper fingerprint is saved, and is no change of a record)."""
+    live, desired, changes = await plan(store, files, fingerprint)
+    if changes or desired.pepper_fingerprint != live.pepper_fingerprint:
         await store.save(desired, expected_version=live.version)
         for change in changes:
             team = (

@@ -2,11 +2,14 @@
 
 A policy path is one YAML file or a folder of them (``*.yaml``, ``*.yml``, read in name
 order). Each file is a mapping with any of the sections ``teams``, ``adapters``,
-``pools`` and ``mappings`` (lists); the sections of all files are concatenated.
+``pools`` and ``mappings`` (lists); the sections of all files are concatenated. A file
+may also say ``pepper_fingerprint`` (what ``lora-gateway keys new`` prints): the pepper
+its keys were hashed with, which a replica started with another refuses.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from gateway.registry.models import Adapter, Mapping, Pool, Record, Registry, Te
 from gateway.store.validation import registry_problems
 
 SECTIONS = ("teams", "adapters", "pools", "mappings")
+_FINGERPRINT = re.compile(r"^[0-9a-f]{16}$")
 _MODELS: dict[str, type[Record]] = {
     "teams": Team,
     "adapters": Adapter,
@@ -44,8 +48,11 @@ def load_policies(path: Path) -> Registry:
     """Read and validate a policy file or folder; raises ``PolicyError`` listing every problem."""
     items: dict[str, list[Any]] = {s: [] for s in SECTIONS}
     origins: dict[str, list[_Origin]] = {s: [] for s in SECTIONS}
+    fingerprints: set[str] = set()
     for file in _policy_files(path):
-        _read_file(file, items, origins)
+        _read_file(file, items, origins, fingerprints)
+    if len(fingerprints) > 1:
+        raise PolicyError([f"{path}: files disagree on pepper_fingerprint"])
     records: dict[str, list[Record]] = {s: [] for s in SECTIONS}
     problems: list[str] = []
     for section, model in _MODELS.items():
@@ -57,7 +64,9 @@ def load_policies(path: Path) -> Registry:
     if problems:
         raise PolicyError(problems)
     sections: dict[str, Any] = {s: tuple(r) for s, r in records.items()}
-    registry = Registry.model_construct(**sections)
+    registry = Registry.model_construct(
+        **sections, pepper_fingerprint=next(iter(fingerprints), None)
+    )
     problems = [
         _describe(origins[str(loc[0])][int(loc[1])], loc[2:], msg)
         for loc, msg in registry_problems(registry)
@@ -79,7 +88,10 @@ def _policy_files(path: Path) -> list[Path]:
 
 
 def _read_file(
-    file: Path, sections: dict[str, list[Any]], origins: dict[str, list[_Origin]]
+    file: Path,
+    sections: dict[str, list[Any]],
+    origins: dict[str, list[_Origin]],
+    fingerprints: set[str],
 ) -> None:
     text = file.read_text(encoding="utf-8")
     try:
@@ -93,6 +105,11 @@ def _read_file(
         raise PolicyError([f"{file}:1: a policy file is a mapping of sections {SECTIONS}"])
     for key, value in data.items():
         line = next(k.start_mark.line + 1 for k, _ in node.value if k.value == key)
+        if key == "pepper_fingerprint":
+            if not isinstance(value, str) or not _FINGERPRINT.match(value):
+                raise PolicyError([f"{file}:{line}: pepper_fingerprint: 16 hex digits"])
+            fingerprints.add(value)
+            continue
         if key not in SECTIONS:
             raise PolicyError(
                 [f"{file}:{line}: unknown section {key!r} (expected one of {SECTIONS})"]

@@ -85,3 +85,64 @@ def test_keys_created_through_the_admin_api_record_their_pepper(stack: Stack) ->
     assert stack.services is not None
     stored = stack.services.registry.current().registry
     assert stored.pepper_fingerprint == keys.fingerprint(PEPPER.encode())
+
+
+def _files(tmp_path: Path, pepper: bytes) -> Path:
+    """A policy file with one key hashed under ``pepper``, and its fingerprint."""
+    key = keys.mint(pepper)
+    (tmp_path / "p.yaml").write_text(
+        f"pepper_fingerprint: {keys.fingerprint(pepper)}\n"
+        f"teams:\n  - name: analytics\n    keys: [{{id: {key.id}, name: app, hash: {key.hash}}}]\n"
+    )
+    return tmp_path
+
+
+def test_serve_refuses_policy_files_whose_keys_another_pepper_hashed(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LGW_")}
+    env |= {"LGW_POLICIES": str(_files(tmp_path, b"the files' pepper"))}
+    env |= {"LGW_KEY_PEPPER": "another pepper", "LGW_HOST": "127.0.0.1"}
+    env |= {"LGW_PORT": str(free_port()), "LGW_ADMIN_PORT": str(free_port())}
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("cannot start: LGW_KEY_PEPPER")
+
+
+def test_policies_apply_records_the_pepper_and_refuses_another(
+    tmp_path: Path, redis_url: str
+) -> None:
+    files = _files(tmp_path, b"the deployment's pepper")
+
+    def apply(pepper: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LGW_")}
+        env |= {"LGW_REDIS_URL": redis_url, "LGW_KEY_PEPPER": pepper}
+        return subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "policies", "apply", str(files)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            cwd=ROOT,
+            check=False,
+        )
+
+    assert apply("the deployment's pepper").returncode == 0
+    refused = apply("another pepper")
+    assert refused.returncode == 2
+    assert "disagree" in refused.stderr
+
+    async def stored() -> str | None:
+        store = RedisStore(connect(Settings(redis_url=redis_url), 5.0))
+        try:
+            return (await store.load()).pepper_fingerprint
+        finally:
+            await store.close()
+
+    assert asyncio.run(stored()) == keys.fingerprint(b"the deployment's pepper")
