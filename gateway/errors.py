@@ -15,6 +15,7 @@
     ├── RateLimited                    429 rate_limit_exceeded / rate_limit_exceeded
     ├── LimiterUnavailable             503 api_error / limiter_unavailable
     ├── ServerBusy                     503 api_error / server_busy
+    ├── LoopDetected                   508 api_error / loop_detected
     ├── UpstreamError                  502 api_error / upstream_error
     │   ├── UpstreamUnavailable        503 api_error / upstream_unavailable
     │   │   ├── UpstreamRefused        503 api_error / upstream_unavailable
@@ -211,6 +212,13 @@ class ServerBusy(GatewayError):
 
     status = 503
     code = "server_busy"
+
+
+class LoopDetected(GatewayError):
+    """The request was sent by a lora-gateway: a pool points back at a gateway."""
+
+    status = 508
+    code = "loop_detected"
 
 
 class LimiterUnavailable(GatewayError):

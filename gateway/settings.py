@@ -7,6 +7,7 @@ Nothing else in the package reads ``os.environ``: ``create_app(settings)`` recei
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +29,7 @@ Redis Sentinel, MongoDB."""
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_HOST = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,17 +56,22 @@ class Entry:
 def parse_entry(text: str) -> Entry:
     """``host``, ``host:port``, ``cidr``, ``cidr:port`` or ``[v6-cidr]:port``."""
     text = text.strip().lower()
-    where, number = text, ""
+    where, number, has_port = text, "", False
     if text.startswith("["):
         where, _, rest = text[1:].partition("]")
-        number = rest.removeprefix(":")
+        number, has_port = rest.removeprefix(":"), rest.startswith(":")
     elif text.count(":") == 1:
         where, _, number = text.partition(":")
+        has_port = True
     port = int(number) if number.isdigit() else None
-    if number and (port is None or not 0 < port < 65536):
+    if has_port and (port is None or not 0 < port < 65536):
         raise ValueError(f"no valid port in allowlist entry {text!r}")
     if "/" in where:
         return Entry(None, ipaddress.ip_network(where, strict=False), port)
+    if ":" in where:
+        ipaddress.IPv6Address(where)  # an IPv6 literal, or a mistake: ValueError
+    elif not _HOST.match(where):
+        raise ValueError(f"not a host name or address: allowlist entry {text!r}")
     return Entry(where, None, port)
 
 

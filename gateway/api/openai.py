@@ -11,7 +11,7 @@ from litestar.response import Stream
 
 from gateway.api.disconnect import unless_disconnected
 from gateway.auth import Principal, authenticate
-from gateway.errors import RequestTooLarge
+from gateway.errors import LoopDetected, RequestTooLarge
 from gateway.policy import Ask, check_access, enforce, max_tokens_for
 from gateway.ratelimit import Grant
 from gateway.registry import Snapshot
@@ -19,6 +19,7 @@ from gateway.routing import Route, candidate, choose, resolve
 from gateway.schemas import ChatRequest, CompletionRequest, OpenAIRequest, parse
 from gateway.services import Services
 from gateway.upstream import Answer, Exchange
+from gateway.upstream.client import HOP_HEADER
 
 AnyRequest = Request[Any, Any, Any]
 _JSON = "application/json"
@@ -115,6 +116,8 @@ def _begin(request: AnyRequest) -> tuple[Services, Snapshot, str]:
     """The services, the registry snapshot this whole request uses, and its id."""
     request_id = os.urandom(12).hex()
     request.state.request_id = request_id
+    if HOP_HEADER in request.headers:
+        raise LoopDetected("The request came from a lora-gateway: a pool points back at one.")
     services: Services = request.app.state.services
     return services, services.registry.current(), request_id
 

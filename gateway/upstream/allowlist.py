@@ -17,13 +17,14 @@ prober or the data plane would contact (DNS-discovered addresses included) must 
 from __future__ import annotations
 
 import ipaddress
+import socket
 from urllib.parse import urlsplit
 
 from gateway.errors import Unprocessable
 from gateway.registry import Pool
 from gateway.settings import Settings, entries
 
-_SELF_HOSTS = {"localhost", "0.0.0.0", "::"}  # noqa: S104 - names compared, not bound
+_SELF_HOSTS = {"localhost", "ip6-localhost", "ip6-loopback", "0.0.0.0", "::"}  # noqa: S104
 
 
 def check_endpoints(pool: Pool, settings: Settings) -> None:
@@ -56,7 +57,22 @@ def speakable(url: str, settings: Settings) -> bool:
 
 def _host_port(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
-    return (parts.hostname or "").lower(), parts.port or (443 if parts.scheme == "https" else 80)
+    host = (parts.hostname or "").lower().rstrip(".")  # "localhost." is localhost
+    return host, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address ``host`` spells, in any form a resolver accepts (``127.1``,
+    ``2130706433``, ``0x7f000001``, ``::ffff:127.0.0.1``); ``None`` for a name."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return mapped or address
 
 
 def _is_self(host: str, port: int, settings: Settings) -> bool:
@@ -64,8 +80,5 @@ def _is_self(host: str, port: int, settings: Settings) -> bool:
         return False
     if host in _SELF_HOSTS or host == settings.host.lower():
         return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return address.is_loopback or address.is_unspecified
+    address = _address(host)
+    return address is not None and (address.is_loopback or address.is_unspecified)

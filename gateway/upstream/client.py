@@ -22,12 +22,16 @@ from gateway.errors import (
 from gateway.settings import Settings
 from gateway.upstream.sse import SSEDecoder
 
+HOP_HEADER = "x-lgw-hop"
+"""Sent on every upstream request; a gateway receiving it refuses it (508): a pool that
+points back at a gateway would otherwise loop."""
 _JSON = {
     "Content-Type": "application/json",
     "Accept": "application/json, text/event-stream",
     # Ours rather than aiohttp's: and setting it beats skip_auto_headers, which costs
     # aiohttp a sorted copy of the headers on every request.
     "User-Agent": f"lora-gateway/{__version__}",
+    HOP_HEADER: "1",
 }
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 """Largest non-streamed body read from a backend; more is a protocol violation."""

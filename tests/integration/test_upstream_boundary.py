@@ -97,3 +97,22 @@ def test_a_denied_port_is_never_contacted_whatever_wrote_the_pool(loop: LoopThre
     finally:
         loop.run(trap.stop())
     assert trap.seen == []
+
+
+def test_a_request_from_a_gateway_is_refused_so_a_loop_cannot_form(loop: LoopThread) -> None:
+    """Every upstream request carries x-lgw-hop; a pool pointed back at a gateway gets 508."""
+    with running_stack(loop) as stack:
+        answer = httpx.post(
+            f"{stack.url}/v1/chat/completions",
+            json=HELLO,
+            headers={"Authorization": f"Bearer {stack.keys['analytics']}", "x-lgw-hop": "1"},
+        )
+        assert answer.status_code == 508
+        assert answer.json()["error"]["code"] == "loop_detected"
+        sent = httpx.post(
+            f"{stack.url}/v1/chat/completions",
+            json=HELLO,
+            headers={"Authorization": f"Bearer {stack.keys['analytics']}"},
+        )
+        assert sent.status_code == 200
+        assert stack.sim.seen[-1].headers["x-lgw-hop"] == "1"

@@ -95,13 +95,25 @@ def test_the_allowlist_checks_ports_not_only_hosts(endpoint: str, allowed: bool)
         ("http://tgi:6379", False),
         ("http://127.0.0.1:8081", False),  # the admin port of this gateway
         ("http://db:6379", True),  # named with its port in the allowlist
+        # The gateway itself, however its loopback address is spelled:
+        ("http://[::ffff:127.0.0.1]:8080", False),
+        ("http://127.1:8080", False),
+        ("http://2130706433:8080", False),
+        ("http://0x7f000001:8080", False),
+        ("http://0177.0.0.1:8080", False),
+        ("http://0:8080", False),
+        ("http://localhost.:8080", False),
+        ("http://ip6-localhost:8081", False),
     ],
 )
 def test_only_speakable_replicas_are_ever_contacted(url: str, expected: bool) -> None:
     assert speakable(url, PORTED) is expected
 
 
-@pytest.mark.parametrize("entry", ["host:0", "host:70000", "10.0.0.0/33", "[fd00::/8]:x"])
+@pytest.mark.parametrize(
+    "entry",
+    ["host:0", "host:70000", "10.0.0.0/33", "[fd00::/8]:x", "tgi:80:80", "10.0.0.0/8:", "a b"],
+)
 def test_a_malformed_entry_fails_the_settings_at_start(entry: str) -> None:
     with pytest.raises(ValidationError, match="upstream_allow"):
         Settings(upstream_allow=f"tgi.internal, {entry}")
