@@ -38,14 +38,13 @@ def _seed(redis_url: str, pepper: bytes) -> None:
     asyncio.run(save())
 
 
-def _serve(redis_url: str, pepper: str | None) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """``lora-gateway ARGS`` with only ``settings`` (``LGW_*``) from the environment."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LGW_")}
-    env |= {"LGW_REDIS_URL": redis_url, "LGW_HOST": "127.0.0.1"}
-    env |= {"LGW_PORT": str(free_port()), "LGW_ADMIN_PORT": str(free_port())}
-    if pepper is not None:
-        env["LGW_KEY_PEPPER"] = pepper
+    env |= {"LGW_HOST": "127.0.0.1", "LGW_PORT": str(free_port())}
+    env |= {"LGW_ADMIN_PORT": str(free_port()), **settings}
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "serve"],
+        [sys.executable, "-m", "gateway.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -53,6 +52,11 @@ def _serve(redis_url: str, pepper: str | None) -> subprocess.CompletedProcess[st
         cwd=ROOT,
         check=False,
     )
+
+
+def _serve(redis_url: str, pepper: str | None) -> subprocess.CompletedProcess[str]:
+    peppered = {"LGW_KEY_PEPPER": pepper} if pepper is not None else {}
+    return _cli("serve", LGW_REDIS_URL=redis_url, **peppered)
 
 
 def test_serve_refuses_a_store_whose_keys_another_pepper_hashed(redis_url: str) -> None:
@@ -98,19 +102,8 @@ def _files(tmp_path: Path, pepper: bytes) -> Path:
 
 
 def test_serve_refuses_policy_files_whose_keys_another_pepper_hashed(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LGW_")}
-    env |= {"LGW_POLICIES": str(_files(tmp_path, b"the files' pepper"))}
-    env |= {"LGW_KEY_PEPPER": "another pepper", "LGW_HOST": "127.0.0.1"}
-    env |= {"LGW_PORT": str(free_port()), "LGW_ADMIN_PORT": str(free_port())}
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "serve"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=ROOT,
-        check=False,
-    )
+    files = str(_files(tmp_path, b"the files' pepper"))
+    result = _cli("serve", LGW_POLICIES=files, LGW_KEY_PEPPER="another pepper")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("cannot start: LGW_KEY_PEPPER")
 
@@ -121,17 +114,7 @@ def test_policies_apply_records_the_pepper_and_refuses_another(
     files = _files(tmp_path, b"the deployment's pepper")
 
     def apply(pepper: str) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LGW_")}
-        env |= {"LGW_REDIS_URL": redis_url, "LGW_KEY_PEPPER": pepper}
-        return subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "policies", "apply", str(files)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-            cwd=ROOT,
-            check=False,
-        )
+        return _cli("policies", "apply", str(files), LGW_REDIS_URL=redis_url, LGW_KEY_PEPPER=pepper)
 
     assert apply("the deployment's pepper").returncode == 0
     refused = apply("another pepper")
