@@ -1,23 +1,32 @@
 """Real Redis servers for tests: ``REDIS_URL``, else testcontainers when a Docker engine
 answers, else a ``redis-server`` binary on a free port; plus servers the chaos tests may
-kill, pause and restart, and a three-node Redis Cluster."""
+kill, pause and restart, a three-node Redis Cluster, and a log of the commands a server
+executed (what a test reads instead of keys that may have expired)."""
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any, cast
 
 import redis
+
+PATIENCE = 30.0
+"""How long a test waits for something that takes milliseconds on an idle machine: a bound
+that only a hang reaches (never what a test measures)."""
 
 
 def free_port() -> int:
@@ -213,3 +222,115 @@ def _wait_cluster_ok(url: str, timeout: float = 20) -> None:
         raise RuntimeError("the cluster did not converge")
     finally:
         client.close()
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command a Redis server executed, as ``MONITOR`` reported it."""
+
+    time: float
+    """The server's clock when it ran the command (seconds since the epoch)."""
+    source: str
+    """``lua`` for a command a script ran, else the client's address."""
+    args: tuple[str, ...]
+
+
+_MONITOR_LINE = re.compile(r"(\d+\.\d+) \[\d+ ([^\]]*)\] (.*)", re.DOTALL)
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "a": "\a", "b": "\b"}
+
+
+def _unquote(text: str) -> str:
+    """One argument as ``MONITOR`` quotes it (``sdscatrepr``), back to its bytes as text."""
+    out, i = [], 0
+    while i < len(text):
+        char = text[i]
+        if char != "\\":
+            out.append(char)
+            i += 1
+        elif text[i + 1] == "x":
+            out.append(chr(int(text[i + 2 : i + 4], 16)))
+            i += 4
+        else:
+            out.append(_ESCAPES.get(text[i + 1], text[i + 1]))
+            i += 2
+    return "".join(out)
+
+
+def parse_monitor_line(line: str) -> Command:
+    """``1700000000.123456 [0 lua] "HINCRBYFLOAT" "key" "u" "12"`` as a ``Command``."""
+    matched = _MONITOR_LINE.fullmatch(line)
+    if matched is None:
+        raise ValueError(f"not a MONITOR line: {line!r}")
+    stamp, source, rest = matched.groups()
+    return Command(float(stamp), source, tuple(_unquote(a) for a in _QUOTED.findall(rest)))
+
+
+class CommandLog:
+    """Every command the given servers execute while the log is open, the commands that
+    Lua scripts run included (``MONITOR`` shows them): a durable record of every write,
+    where the keys written may expire before a test could read them.
+
+    ``sync()`` returns the log up to now without sleeping: it sends each server a unique
+    ``ECHO`` and reads that server's monitor until the echo appears, so everything the
+    server ran before it is in the log. Use as a context manager (it closes the
+    connections)."""
+
+    def __init__(self, *urls: str, patience: float = PATIENCE) -> None:
+        self.commands: list[Command] = []
+        self.synced_at = 0.0
+        """The server clock (seconds) when the last ``sync()`` reached its sentinel."""
+        self._patience = patience
+        self._clients = [
+            redis.Redis.from_url(url, socket_timeout=patience, socket_connect_timeout=patience)
+            for url in urls
+        ]
+        self._monitors: list[Any] = []
+        try:
+            for client in self._clients:
+                monitor = cast(Any, client).monitor()
+                monitor.__enter__()  # sends MONITOR and reads its OK: from now on, all is seen
+                self._monitors.append(monitor)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> CommandLog:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def sync(self) -> list[Command]:
+        """Everything the servers executed before this call, in each server's order (a
+        copy: later calls return more)."""
+        deadline = time.monotonic() + self._patience
+        for client, monitor in zip(self._clients, self._monitors, strict=True):
+            sentinel = f"lgw-test-command-log-{uuid.uuid4().hex}"
+            client.echo(sentinel)
+            while True:
+                assert time.monotonic() < deadline, "the monitor never showed the sentinel"
+                reply = monitor.connection.read_response()
+                line = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+                command = parse_monitor_line(str(line))
+                if command.args and command.args[0].upper() == "ECHO":
+                    if command.args[1:] == (sentinel,):
+                        self.synced_at = command.time
+                        break
+                    continue  # another log's sentinel
+                self.commands.append(command)
+        return list(self.commands)
+
+    def close(self) -> None:
+        """Close the monitors and the clients (a server that died already is fine)."""
+        for monitor in self._monitors:
+            with suppress(redis.RedisError, OSError):
+                monitor.__exit__(None, None, None)
+        self._monitors = []
+        for client in self._clients:
+            client.close()

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +33,7 @@ from gateway.settings import Settings
 from gateway.sim import SimConfig, Simulator
 from gateway.store.base import InMemoryStore
 from gateway.store.files import load_policies
-from tests.redis_servers import free_port
+from tests.redis_servers import PATIENCE, free_port
 
 T = TypeVar("T")
 EXAMPLES = Path(__file__).resolve().parents[2] / "policies" / "examples"
@@ -154,7 +154,16 @@ def running_stack(
         loop.run(sim.stop())
 
 
-def wait_ready(url: str, process: subprocess.Popen[str], timeout: float = 30) -> None:
+def eventually(check: Callable[[], bool], what: str, timeout: float = PATIENCE) -> None:
+    """Poll ``check()`` until it holds; fail (saying ``what`` did not happen) only when it
+    still does not after ``timeout``, a bound for hangs, not a measure of speed."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
+        time.sleep(0.02)  # polling a condition, bounded by the deadline
+
+
+def wait_ready(url: str, process: subprocess.Popen[str], timeout: float = PATIENCE) -> None:
     """Poll a readiness probe until it answers 200; fail if the process exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

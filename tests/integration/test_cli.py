@@ -111,7 +111,8 @@ mappings:
 
 @pytest.fixture
 def sim(loop: LoopThread) -> Iterator[Simulator]:
-    simulator = Simulator(SimConfig(itl=0.2, lora_adapters=SQL))
+    # sim-fault=stall: the first token, then 3 s of silence, then the rest at once
+    simulator = Simulator(SimConfig(stall_seconds=3, lora_adapters=SQL))
     loop.run(simulator.start())
     yield simulator
     loop.run(simulator.stop())
@@ -155,7 +156,7 @@ def test_sigterm_lets_a_running_stream_finish(tmp_path: Path, sim: Simulator) ->
     body = {
         "model": "sql",
         "stream": True,
-        "messages": [{"role": "user", "content": "one two three four five"}],
+        "messages": [{"role": "user", "content": "sim-fault=stall one two three four five"}],
     }
     with (
         served(tmp_path, sim.url) as (process, port, key),
@@ -169,10 +170,11 @@ def test_sigterm_lets_a_running_stream_finish(tmp_path: Path, sim: Simulator) ->
     ):
         events = (line for line in stream.iter_lines() if line)
         first = next(events)
-        process.send_signal(signal.SIGTERM)  # mid-stream: about 1 s of tokens to go
+        process.send_signal(signal.SIGTERM)  # mid-stream: the rest comes in 3 s
         assert sim.seen[-1].outcome == "open"  # really mid-stream
         rest = list(events)
         output, _ = process.communicate(timeout=30)
     assert first.startswith("data: {")
     assert rest[-1] == "data: [DONE]"  # the stream ran to its end
+    assert not any('"error"' in line for line in rest)  # not cut short with an error event
     assert process.returncode == 0, output

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -20,13 +21,23 @@ from gateway.redis_client import connect
 from gateway.registry import Limits, Team
 from gateway.settings import Settings
 from tests.integration.harness import LoopThread
+from tests.redis_servers import CommandLog
 
 
 class Harness:
-    """A limiter under test, driven synchronously from the test."""
+    """A limiter under test, driven synchronously from the test; with Redis, a log of the
+    commands its servers ran (opened before the limiter's first call)."""
 
-    def __init__(self, loop: LoopThread, limiter: Limiter, url: str | None, cluster: bool) -> None:
+    def __init__(
+        self,
+        loop: LoopThread,
+        limiter: Limiter,
+        url: str | None,
+        cluster: bool,
+        log: CommandLog | None = None,
+    ) -> None:
         self.loop, self.limiter, self.url, self.cluster = loop, limiter, url, cluster
+        self.log = log
 
     def admit(self, principal: Principal, tokens: int = 10) -> Grant:
         return self.loop.run(self.limiter.admit(principal, tokens))
@@ -35,22 +46,26 @@ class Harness:
         self.loop.run(self.limiter.settle(grant, used))
 
     def used(self, key: str) -> float:
-        """Tokens debited from a bucket, net of settlements, as the store holds them."""
+        """Tokens debited from a bucket, net of settlements: in Redis, the sum of every
+        debit the scripts made (a bucket expires soon after it would be full again, so
+        the bucket itself may be gone by now)."""
         if isinstance(self.limiter, MemoryLimiter):
             return self.limiter.used(key)
-        assert self.url is not None
-        client: Any = (
-            redis.RedisCluster.from_url(self.url)
-            if self.cluster
-            else redis.Redis.from_url(self.url)
-        )
-        try:
-            return float(client.hget(key, "u") or 0)
-        finally:
-            client.close()
+        assert self.log is not None
+        debits = (c.args[3] for c in self.log.sync() if c.args[:3] == ("HINCRBYFLOAT", key, "u"))
+        return float(sum(Decimal(d) for d in debits))
+
+    def written(self) -> set[str]:
+        """The limiter keys the scripts wrote."""
+        assert self.log is not None
+        return {
+            c.args[1]
+            for c in self.log.sync()
+            if c.source == "lua" and c.args[0] in ("HSET", "HINCRBYFLOAT", "ZADD")
+        }
 
     def ttls(self) -> dict[str, int]:
-        """TTL of every limiter key (ms), for the 'no key without a TTL' invariant."""
+        """TTL of every limiter key Redis holds now (ms; -2 if it expired meanwhile)."""
         assert self.url is not None
         client: Any = (
             redis.RedisCluster.from_url(self.url)
@@ -79,13 +94,14 @@ def shared_limiter(request: pytest.FixtureRequest, loop: LoopThread) -> Iterator
 def _redis_harness(
     request: pytest.FixtureRequest, loop: LoopThread, cluster: bool
 ) -> Iterator[Harness]:
-    url = (
-        request.getfixturevalue("cluster_urls")[0]
+    urls = (
+        request.getfixturevalue("cluster_urls")
         if cluster
-        else request.getfixturevalue("redis_url")
+        else [request.getfixturevalue("redis_url")]
     )
+    url = urls[0]
     settings = Settings(
-        redis_url=url, redis_cluster=cluster, redis_timeout=2.0, key_pepper=SecretStr("x")
+        redis_url=url, redis_cluster=cluster, redis_timeout=10.0, key_pepper=SecretStr("x")
     )
 
     async def build() -> RedisLimiter:
@@ -96,9 +112,10 @@ def _redis_harness(
         await limiter.start()
         return limiter
 
-    built = loop.run(build())
-    yield Harness(loop, built, url, cluster)
-    loop.run(built.close())
+    with CommandLog(*urls) as log:
+        built = loop.run(build())
+        yield Harness(loop, built, url, cluster, log)
+        loop.run(built.close())
 
 
 def principal(
@@ -197,9 +214,9 @@ def test_every_limiter_key_has_a_ttl(shared_limiter: Harness) -> None:
     for _ in range(3):
         with pytest.raises(RateLimited):
             limiter.admit(caller, 100)
-    ttls = limiter.ttls()
-    assert len(ttls) == 5
-    assert all(ttl > 0 for ttl in ttls.values()), ttls
+    assert len(limiter.written()) == 5  # team rpm, tpm, concurrency; key rpm, concurrency
+    ttls = limiter.ttls()  # a key without a TTL stays: reading now misses none
+    assert all(ttl != -1 for ttl in ttls.values()), ttls
 
 
 def _admit_together(limiter: Harness, callers: list[Principal]) -> list[Grant | RateLimited]:

@@ -14,8 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.registry import Price
 from gateway.schemas import ChatRequest
-from tests.integration.harness import ADMIN_TOKEN, LoopThread, Stack, running_stack
+from tests.integration.harness import ADMIN_TOKEN, LoopThread, Stack, eventually, running_stack
 from tests.integration.sse import open_raw_request
+from tests.redis_servers import PATIENCE
 
 SQL = "google-cloud-partnership/gemma-2-2b-it-lora-sql"
 CODE = "google-cloud-partnership/gemma-2-2b-it-lora-magicoder"
@@ -107,11 +108,19 @@ def test_a_scripted_mix_is_counted_exactly(priced: Stack) -> None:
             seen[-1].path == "/v1/chat/completions"
             and seen[-1].outcome == "open"
             and "stall" in str(seen[-1].body)
-        )
+        ),
+        PATIENCE,
     )
     sock.close()
-    assert stack.sim.wait_for(lambda seen: seen[-1].outcome == "disconnected")
+    assert stack.sim.wait_for(lambda seen: seen[-1].outcome == "disconnected", PATIENCE)
     add("devtools", CODE, (ChatRequest.model_validate(stalled).prompt_tokens_estimate, 0))
+    abandoned = {"team": "devtools", "task": "code", "adapter": CODE, "pool": "gemma-2-2b-it"}
+    eventually(  # the gateway's side of the hang-up is recorded, then everything is read
+        lambda: (
+            value(samples(stack), "lgw_requests_total", **abandoned, code="client_disconnect") == 1
+        ),
+        "the abandoned request being counted",
+    )
 
     found = samples(stack)
     for (team, adapter), (tokens_in, tokens_out) in expected.items():

@@ -20,8 +20,9 @@ from gateway.accounting.tracing import Telemetry
 from gateway.registry import Registry
 from gateway.registry.models import Policy
 from gateway.sim import SimConfig, Simulator
-from tests.integration.harness import LoopThread, Stack, running_stack
+from tests.integration.harness import LoopThread, Stack, eventually, running_stack
 from tests.integration.sse import open_raw_request
+from tests.redis_servers import PATIENCE
 
 SQL = "google-cloud-partnership/gemma-2-2b-it-lora-sql"
 
@@ -45,6 +46,14 @@ def chat(stack: Stack, team: str, body: dict[str, Any]) -> httpx.Response:
 
 HI = {"type": "text", "text": "hi"}
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 200_000}}
+BIG_TOOL = {
+    "type": "function",
+    "function": {"name": "f", "description": "d" * 5000, "parameters": {"type": "object"}},
+}
+BIG_SCHEMA = {
+    "type": "json_schema",
+    "json_schema": {"name": "s", "schema": {"type": "object", "description": "d" * 5000}},
+}
 TOOL_TURNS = [
     {"role": "user", "content": "weather?"},
     {
@@ -134,6 +143,10 @@ def test_confidential_data_never_reaches_an_internal_pool(
             "prompt_too_large",
         ),
         ({"max_prompt_chars": 1000}, ask("sql", messages=TOOL_TURNS), "prompt_too_large"),
+        ({"max_prompt_chars": 1000}, ask("sql", tools=[BIG_TOOL]), "prompt_too_large"),
+        ({"max_prompt_chars": 1000}, ask("sql", response_format=BIG_SCHEMA), "prompt_too_large"),
+        ({"max_prompt_chars": 1000}, ask("sql", [{**HI, "pad": "y" * 5000}]), "prompt_too_large"),
+        ({"max_prompt_chars": 1000}, ask("sql", stop=["z" * 1500]), "prompt_too_large"),
         # allow_tools: false holds on every tool-related field, not on ``tools`` alone.
         ({"allow_tools": False}, ask("sql", messages=TOOL_TURNS), "tools_not_allowed"),
         ({"allow_tools": False}, ask("sql", tool_choice="auto"), "tools_not_allowed"),
@@ -213,10 +226,15 @@ def test_a_no_log_teams_prompt_reaches_no_sink_on_any_path(
         stack.url, stack.keys["analytics"], ask("sql", f"{CANARY} sim-fault=stall", stream=True)
     )
     assert stack.sim.wait_for(
-        lambda seen: seen[-1].outcome == "open" and "stall" in json.dumps(seen[-1].body)
+        lambda seen: seen[-1].outcome == "open" and "stall" in json.dumps(seen[-1].body),
+        PATIENCE,
     )
     sock.close()  # client disconnect
-    assert stack.sim.wait_for(lambda seen: seen[-1].outcome == "disconnected")
+    assert stack.sim.wait_for(lambda seen: seen[-1].outcome == "disconnected", PATIENCE)
+    eventually(  # its ending is recorded (counted, traced, logged) before the sinks are read
+        lambda: 'code="client_disconnect"' in httpx.get(f"{stack.admin_url}/metrics").text,
+        "the abandoned request's ending being recorded",
+    )
     assert CANARY in json.dumps(stack.sim.seen[0].body)  # it was really sent upstream
     sinks = {
         "error bodies": "\n".join(bodies[1:]),

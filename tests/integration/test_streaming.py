@@ -13,38 +13,43 @@ from openai.types.chat import ChatCompletionMessageParam
 from gateway.sim import SimConfig
 from tests.integration.harness import LoopThread, Stack, running_stack
 from tests.integration.sse import chunks, open_raw_request, post_stream
+from tests.redis_servers import PATIENCE
 
 LONG: list[ChatCompletionMessageParam] = [
     {"role": "user", "content": "one two three four five six seven eight"}
 ]
+# The first token, then silence until the client hangs up: the stream cannot end first.
+STALLED: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "sim-fault=stall one two three four five six seven eight"}
+]
 
 
 def _last_outcome(stack: Stack, outcome: str) -> bool:
-    return stack.sim.wait_for(lambda seen: bool(seen) and seen[-1].outcome == outcome, timeout=10)
+    return stack.sim.wait_for(
+        lambda seen: bool(seen) and seen[-1].outcome == outcome, timeout=PATIENCE
+    )
 
 
-def test_first_token_reaches_the_client_before_the_upstream_finishes(loop: LoopThread) -> None:
-    with (
-        running_stack(loop, SimConfig(itl=0.5)) as stack,
-        openai.OpenAI(
-            base_url=stack.base_url, api_key=stack.keys["analytics"], max_retries=0
-        ) as client,
-    ):
-        stream = client.chat.completions.create(model="sql", messages=LONG, stream=True)
+def test_first_token_reaches_the_client_before_the_upstream_finishes(stack: Stack) -> None:
+    with openai.OpenAI(
+        base_url=stack.base_url, api_key=stack.keys["analytics"], max_retries=0, timeout=PATIENCE
+    ) as client:
+        stream = client.chat.completions.create(model="sql", messages=STALLED, stream=True)
         first = next(iter(stream))
         assert first.choices[0].delta.content
-        # The simulator still has ~4 s of tokens to produce: nothing was buffered.
+        # The simulator has sent one token and holds the rest: nothing was buffered.
         assert stack.sim.seen[-1].outcome == "open"
         stream.close()
+    assert _last_outcome(stack, "disconnected")
 
 
-def test_client_disconnect_mid_stream_closes_the_upstream(loop: LoopThread) -> None:
-    with running_stack(loop, SimConfig(itl=0.2)) as stack, httpx.Client(timeout=10) as client:
+def test_client_disconnect_mid_stream_closes_the_upstream(stack: Stack) -> None:
+    with httpx.Client(timeout=PATIENCE) as client:
         with client.stream(
             "POST",
             stack.url + "/v1/chat/completions",
             headers={"Authorization": f"Bearer {stack.keys['analytics']}"},
-            json={"model": "sql", "messages": LONG, "stream": True},
+            json={"model": "sql", "messages": STALLED, "stream": True},
         ) as response:
             lines = response.iter_lines()
             assert next(lines).startswith("data: ")
@@ -59,7 +64,7 @@ def test_client_disconnect_before_the_first_token_closes_the_upstream(
         sock = open_raw_request(
             stack.url, stack.keys["analytics"], {"model": "sql", "messages": LONG, "stream": stream}
         )
-        assert stack.sim.wait_for(lambda seen: len(seen) == 1, timeout=10)
+        assert stack.sim.wait_for(lambda seen: len(seen) == 1, timeout=PATIENCE)
         sock.close()
         assert _last_outcome(stack, "disconnected")
 

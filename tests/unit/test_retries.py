@@ -21,8 +21,8 @@ from gateway.errors import (
 )
 from gateway.registry import Pool
 from gateway.routing import Route
-from gateway.upstream.balancer import Balancer, RetryBudget
 from gateway.upstream.attempt import Outbound
+from gateway.upstream.balancer import Balancer, RetryBudget
 from gateway.upstream.retries import (
     MAX_ATTEMPTS,
     Slot,
