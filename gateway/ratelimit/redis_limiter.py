@@ -16,7 +16,9 @@ from collections.abc import Callable
 from importlib.resources import files
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from gateway.auth import Principal
 from gateway.errors import LimiterUnavailable
@@ -44,9 +46,10 @@ def _script(name: str) -> str:
 
 def _reason(exc: BaseException) -> str:
     """A fixed vocabulary for the failure metric."""
-    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+    # redis-py's own TimeoutError and ConnectionError are not the built-in ones.
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError | RedisTimeout):
         return "timeout"
-    if isinstance(exc, ConnectionError | OSError):
+    if isinstance(exc, ConnectionError | OSError | RedisConnectionError):
         return "connection"
     return "error"
 

@@ -66,13 +66,18 @@ class Simulator(SimState):
             await self._runner.cleanup()
 
     async def kill(self) -> None:
-        """Die like a crashed replica: every open connection is reset at once."""
+        """Die like a crashed replica: no new connection, every open one reset at once.
+        The sites stop first: a connection accepted after the resets would otherwise be
+        waited for by the shutdown (up to its 60 s)."""
         if self._runner is None:
             return
+        for site in list(self._runner.sites):
+            await site.stop()
         server = self._runner.server
         for handler in list(server.connections) if server is not None else []:
             if handler.transport is not None:
                 handler.transport.abort()
+        self._runner._shutdown_timeout = 0  # a crash waits for nothing (aiohttp's own knob)
         await self._runner.cleanup()
 
     # -- routes ------------------------------------------------------------------------

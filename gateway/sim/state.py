@@ -61,7 +61,7 @@ class SimState:
         """Most requests ever in flight at once (what concurrency tests check)."""
         self._counters: dict[str, int] = {}
 
-    def wait_for(self, predicate: Callable[[list[SeenRequest]], bool], timeout: float = 5) -> bool:
+    def wait_for(self, predicate: Callable[[list[SeenRequest]], bool], timeout: float = 30) -> bool:
         """Block until ``predicate(self.seen)`` holds (after any change), or the timeout."""
         with self._changed:
             return self._changed.wait_for(lambda: predicate(self.seen), timeout)

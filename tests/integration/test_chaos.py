@@ -160,9 +160,8 @@ def test_a_hung_redis_costs_a_request_at_most_the_timeout(
     for replica, earlier in zip(replicas, before, strict=True):
         grew = {k: n - earlier.get(k, 0) for k, n in limiter_counts(replica).items()}
         assert grew["fail_open"] == 2  # both of its requests were answered by the policy
-        # ... once the call to Redis failed: it timed out (redis-py's TimeoutError is
-        # counted as "error" today) or the breaker had opened; no connection broke
-        assert grew.get("timeout", 0) + grew.get("error", 0) >= 1
+        # ... once the call to Redis timed out; no connection broke
+        assert grew.get("timeout", 0) >= 1
         assert grew.get("connection", 0) == 0
     assert_no_limiter_key_lives_forever(redis_proc.url)
 
