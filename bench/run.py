@@ -198,6 +198,8 @@ def _baseline(
         "LGW_PORT": str(port),
         "LGW_ADMIN_PORT": str(free_port()),
         "PYTHONPATH": str(tree),
+        # Its own Redis database: two versions' registries need not read each other's.
+        "LGW_REDIS_URL": env["LGW_REDIS_URL"].rsplit("/", 1)[0] + "/1",
     }
     with _server(
         _pinned(0, [*CLI, "serve"]),

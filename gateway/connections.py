@@ -90,8 +90,11 @@ class ConnectionGuard:
         self.open = 0
         self.peak = 0
         """Most connections open since memory was last given back."""
-        self.waiting: dict[GuardedProtocol, asyncio.TimerHandle] = {}
-        """Insertion order is age: the first waited longest."""
+        self.waiting: dict[GuardedProtocol, float] = {}
+        """When each started waiting (``loop.time()``); insertion order is age, so the
+        first waited longest. One sweep a second closes the late ones: no timer per
+        request (their creation and cancellation cost every request a few microseconds)."""
+        self._sweeping = False
         self.idle: dict[GuardedProtocol, None] = {}
         """Kept-alive connections between requests, oldest first."""
 
@@ -107,6 +110,26 @@ class ConnectionGuard:
         if self.peak >= FLOOD and self.open <= self.peak // 4:
             self.peak = self.open
             loop.call_later(1.0, _release_memory)
+
+    def watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start sweeping late connections (once, in the serving loop)."""
+        if not self._sweeping:
+            self._sweeping = True
+            loop.call_later(self._sweep_every, self._sweep, loop)
+
+    @property
+    def _sweep_every(self) -> float:
+        return min(1.0, self.header_timeout / 4)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """408 every connection that waited past the header timeout, oldest first."""
+        too_early = loop.time() - self.header_timeout
+        while self.waiting:
+            connection, since = next(iter(self.waiting.items()))
+            if since > too_early:
+                break  # every one after it started later
+            connection._headers_late()  # (which takes it out of ``waiting``)
+        loop.call_later(self._sweep_every, self._sweep, loop)
 
     def shed(self, reason: str) -> None:
         """Count one connection closed for ``reason``."""
@@ -126,6 +149,7 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         guard = self.guard
+        guard.watch(self.loop)
         guard.opened()
         if guard.open > guard.limit and not self._make_room():
             guard.shed("connection_limit")
@@ -185,13 +209,10 @@ class GuardedProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def _await_headers(self) -> None:
-        timer = self.loop.call_later(self.guard.header_timeout, self._headers_late)
-        self.guard.waiting[self] = timer
+        self.guard.waiting[self] = self.loop.time()
 
     def _headers_arrived(self) -> None:
-        timer = self.guard.waiting.pop(self, None)
-        if timer is not None:
-            timer.cancel()
+        self.guard.waiting.pop(self, None)
 
     def _headers_late(self) -> None:
         self.guard.shed("header_timeout")
