@@ -3,8 +3,9 @@ to send its request's headers, so that clients who connect and then dawdle (slow
 cannot hold the process's file descriptors while real requests wait.
 
 - A connection must deliver complete headers within ``LGW_HEADER_TIMEOUT_SECONDS`` of
-  opening, or of its first byte after a finished request; else it gets a 408 and is
-  closed. An idle kept-alive connection closes after ``LGW_KEEPALIVE_SECONDS``.
+  opening, or of its first byte after a finished request, and then the request's body
+  within ``LGW_BODY_TIMEOUT_SECONDS``; else it gets a 408 and is closed. An idle
+  kept-alive connection closes after ``LGW_KEEPALIVE_SECONDS``.
 - A client that stops reading (its socket full, the gateway's buffer past its high-water
   mark) for ``LGW_CLIENT_WRITE_TIMEOUT_SECONDS`` is cut off: the connection is aborted,
   which ends the response like a hang-up (a stream's upstream closed, its slot and
@@ -70,6 +71,7 @@ def _release_memory() -> None:
 
 
 _LATE = _response(RequestTimeout("The request headers did not arrive in time."), None)
+_SLOW_BODY = _response(RequestTimeout("The request body did not arrive in time."), None)
 _BUSY = _response(ServerBusy("The gateway has too many open connections; retry."), "1")
 
 
@@ -81,11 +83,13 @@ class ConnectionGuard:
         plane: str,
         limit: int,
         header_timeout: float,
+        body_timeout: float,
         write_timeout: float,
         metrics: Metrics,
     ) -> None:
         self.plane, self.limit = plane, limit
-        self.header_timeout, self.write_timeout = header_timeout, write_timeout
+        self.header_timeout, self.body_timeout = header_timeout, body_timeout
+        self.write_timeout = write_timeout
         self._shed = metrics.connections_shed
         self.open = 0
         self.peak = 0
@@ -97,6 +101,8 @@ class ConnectionGuard:
         self._sweeping = False
         self.idle: dict[GuardedProtocol, None] = {}
         """Kept-alive connections between requests, oldest first."""
+        self.reading: dict[GuardedProtocol, float] = {}
+        """Requests whose headers arrived and whose body has not, since when."""
 
     def opened(self) -> None:
         """One more connection."""
@@ -119,16 +125,17 @@ class ConnectionGuard:
 
     @property
     def _sweep_every(self) -> float:
-        return min(1.0, self.header_timeout / 4)
+        return min(1.0, self.header_timeout / 4, self.body_timeout / 4)
 
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
-        """408 every connection that waited past the header timeout, oldest first."""
-        too_early = loop.time() - self.header_timeout
-        while self.waiting:
-            connection, since = next(iter(self.waiting.items()))
-            if since > too_early:
-                break  # every one after it started later
-            connection._headers_late()  # (which takes it out of ``waiting``)
+        """408 every connection late with its headers or its body, oldest first."""
+        now = loop.time()
+        for late in _overdue(self.waiting, now - self.header_timeout):
+            self.shed("header_timeout")
+            late._close_with(_LATE)
+        for late in _overdue(self.reading, now - self.body_timeout):
+            self.shed("body_timeout")
+            late._close_with(_SLOW_BODY)
         loop.call_later(self._sweep_every, self._sweep, loop)
 
     def shed(self, reason: str) -> None:
@@ -179,7 +186,12 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._headers_arrived()
+        self.guard.reading[self] = self.loop.time()
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self.guard.reading.pop(self, None)
+        super().on_message_complete()
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -196,6 +208,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self.transport.abort()  # connection_lost follows: the response ends as a hang-up
 
     def on_response_complete(self) -> None:
+        self.guard.reading.pop(self, None)  # answered (a 401 needs no body): nothing is late
         super().on_response_complete()
         if not self.transport.is_closing() and not self.pipeline:
             self.guard.idle[self] = None  # kept alive, waiting for the next request
@@ -204,6 +217,7 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._stalled is not None:
             self._stalled.cancel()
         self.guard.idle.pop(self, None)
+        self.guard.reading.pop(self, None)
         self._headers_arrived()
         self.guard.closed(self.loop)
         super().connection_lost(exc)
@@ -214,15 +228,22 @@ class GuardedProtocol(HttpToolsProtocol):
     def _headers_arrived(self) -> None:
         self.guard.waiting.pop(self, None)
 
-    def _headers_late(self) -> None:
-        self.guard.shed("header_timeout")
-        self._close_with(_LATE)
-
     def _close_with(self, response: bytes) -> None:
         self._headers_arrived()
+        self.guard.reading.pop(self, None)
         if not self.transport.is_closing():
             self.transport.write(response)
             self.transport.close()
+
+
+def _overdue(since: dict[GuardedProtocol, float], deadline: float) -> list[GuardedProtocol]:
+    """The connections that started before ``deadline`` (the dict is oldest first)."""
+    late = []
+    for connection, started in since.items():
+        if started > deadline:
+            break  # every one after it started later
+        late.append(connection)
+    return late
 
 
 def uvicorn_options(guard: ConnectionGuard, keepalive_seconds: float) -> dict[str, Any]:

@@ -138,8 +138,8 @@ class Metrics:
         )
         self.connections_shed = Counter(
             "lgw_connections_shed_total",
-            "Connections closed to protect the plane (reason: header_timeout, evicted, "
-            "evicted_idle, connection_limit, write_stall).",
+            "Connections closed to protect the plane (reason: header_timeout, body_timeout, "
+            "evicted, evicted_idle, connection_limit, write_stall).",
             PLANE_REASON,
             registry=r,
         )

@@ -150,6 +150,7 @@ def _guard(settings: Settings, services: Services, plane: str, limit: int) -> di
         plane,
         limit,
         settings.header_timeout_seconds,
+        settings.body_timeout_seconds,
         settings.client_write_timeout_seconds,
         services.metrics,
     )

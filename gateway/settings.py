@@ -149,6 +149,9 @@ class Settings(BaseSettings):
     header_timeout_seconds: float = Field(10.0, gt=0)
     """How long a connection may take to send a request's headers (from opening, or from
     the first byte of its next request); later, a 408 and the connection closes."""
+    body_timeout_seconds: float = Field(30.0, gt=0)
+    """How long a request's body may take to arrive once its headers did; later, a 408
+    and the connection closes (a slow body would hold its request and slot)."""
     client_write_timeout_seconds: float = Field(30.0, gt=0)
     """How long a client may leave the gateway unable to write to it (it stopped reading)
     before its connection is cut, releasing the request's slot and upstream connection."""

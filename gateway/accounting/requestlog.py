@@ -29,9 +29,10 @@ FLUSH_SECONDS = 0.05
 # redaction runs on the event loop over prompts of up to LGW_MAX_BODY_BYTES, so each
 # pattern must stay linear in the text's length (an unbounded e-mail pattern took
 # minutes over a megabyte of letters).
-_AT = r"\s{0,3}+(?:@|\(at\)|\[at\])\s{0,3}+"
-_DOT = r"\s{0,3}+(?:\.|\(dot\)|\[dot\])\s{0,3}+"
-_LOCAL = r"[A-Za-z0-9_%+-]{1,64}+"
+# The fullwidth and small @ (U+FF20, U+FE6B) and dots (U+FF0E, U+3002) count too.
+_AT = r"\s{0,3}+(?:@|\uff20|\ufe6b|\(at\)|\[at\])\s{0,3}+"
+_DOT = r"\s{0,3}+(?:\.|\uff0e|\u3002|\(dot\)|\[dot\])\s{0,3}+"
+_LOCAL = r"[A-Za-z0-9_%+-]{1,256}+"
 _LABEL = r"[A-Za-z0-9-]{1,63}+"
 _MASKS = (
     # Also spelled out with spaces or (at)/(dot): "john . doe @ example . com".

@@ -30,6 +30,10 @@ def _ending(payload: bytes | None, dialect: Dialect) -> tuple[bytes, str] | None
     if is_error(payload):
         error = dialect.event_error(payload)
         return error_frames(error), error.code
+    if not (payload.startswith(b"{") and payload.endswith(b"}")):
+        # Not a JSON object: chunks are spliced, not parsed, so this is the one check
+        # that keeps a garbage line from reaching the client as it came.
+        return error_frames(UpstreamError(_MALFORMED)), "upstream_error"
     return None
 
 

@@ -247,3 +247,23 @@ mappings:
             assert answer.status_code == 200
     finally:
         loop.run(replica.stop())
+
+
+def test_a_slow_body_after_quick_headers_gets_a_408_and_is_closed(tmp_path: Path) -> None:
+    """Headers in time, then a body that never ends: the request cannot hold its slot."""
+    key = keys.mint(b"pepper")
+    policy = (
+        POLICY + f"teams:\n  - {{name: t, keys: [{{id: {key.id}, name: k, hash: {key.hash}}}]}}\n"
+    )
+    with gateway(tmp_path, policy, key_pepper="pepper", body_timeout_seconds="1") as (_, port):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: g\r\n"
+                b"Authorization: Bearer " + key.plaintext.encode() + b"\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+            )  # and not another byte of the promised thousand
+            answer = b""
+            while chunk := sock.recv(4096):  # bounded by the socket timeout
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert b"body did not arrive" in answer

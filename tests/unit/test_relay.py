@@ -94,3 +94,10 @@ def test_events_of_one_read_leave_in_one_write() -> None:
     sent = asyncio.run(writes())
     assert len(sent) == 1
     assert sent[0].count(b"data: ") == 4 and sent[0].endswith(b"data: [DONE]\n\n")
+
+
+def test_a_garbage_line_mid_stream_never_reaches_the_client() -> None:
+    frames, ends, script = run(CHUNK, [b"{not json", CHUNK, b"[DONE]"])
+    assert not any(b"not json" in frame for frame in frames)
+    assert b'"upstream_error"' in frames[-2] and frames[-1] == b"data: [DONE]\n\n"
+    assert ends == [(1, "upstream_error")] and script.closed is False

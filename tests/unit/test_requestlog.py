@@ -78,6 +78,8 @@ def test_a_server_reconfiguring_logging_does_not_silence_the_request_log(
         ("write to john . doe @ example . com today", "write to [REDACTED:email] today"),
         ("jane(at)corp(dot)eu", "[REDACTED:email]"),
         ("x.y+z@mail.example.co.uk!", "[REDACTED:email]!"),
+        ("full\uff20width\uff0eexample\uff0ecom", "[REDACTED:email]"),
+        ("a" * 100 + "@long.example.com", "[REDACTED:email]"),
         ("your key: lgw - abcdefghijkm - " + "A" * 30, "your key: [REDACTED:key]"),
         ("sk- proj1234567890abcdefgh", "[REDACTED:key]"),
         ("look at the dog. Then eat at 5.", "look at the dog. Then eat at 5."),
