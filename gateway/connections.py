@@ -76,7 +76,8 @@ _BUSY = _response(ServerBusy("The gateway has too many open connections; retry."
 
 
 class ConnectionGuard:
-    """One plane's open connections, and those still waiting for headers, oldest first."""
+    """One plane's connections: how many are open, and, oldest first, those idle between
+    requests, waiting for headers, or waiting for a body."""
 
     def __init__(
         self,
@@ -170,7 +171,9 @@ class GuardedProtocol(HttpToolsProtocol):
         guard = self.guard
         if guard.idle:
             guard.shed("evicted_idle")
-            next(iter(guard.idle)).transport.close()  # between requests: nothing is lost
+            oldest = next(iter(guard.idle))
+            del guard.idle[oldest]  # now: its connection_lost comes a turn later
+            oldest.transport.close()  # between requests: nothing is lost
             return True
         if guard.waiting:
             guard.shed("evicted")
