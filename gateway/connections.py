@@ -135,8 +135,7 @@ class ConnectionGuard:
             self.shed("header_timeout")
             late._close_with(_LATE)
         for late in _overdue(self.reading, now - self.body_timeout):
-            self.shed("body_timeout")
-            late._close_with(_SLOW_BODY)
+            late._body_late()
         loop.call_later(self._sweep_every, self._sweep, loop)
 
     def shed(self, reason: str) -> None:
@@ -153,6 +152,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     guard: ConnectionGuard
     _stalled: asyncio.TimerHandle | None = None
+    _in_message = False
+    """Between a request's first byte and its last (its body may outlive its answer)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -183,9 +184,13 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         self.guard.idle.pop(self, None)
-        if self not in self.guard.waiting and (self.cycle is None or self.cycle.response_complete):
+        if not self._in_message and self not in self.guard.waiting:
             self._await_headers()  # the first byte of the next request on this connection
         super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        self._in_message = True
+        super().on_message_begin()
 
     def on_headers_complete(self) -> None:
         self._headers_arrived()
@@ -193,8 +198,22 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
+        self._in_message = False
         self.guard.reading.pop(self, None)
         super().on_message_complete()
+        if self.cycle is not None and self.cycle.response_complete:
+            self._now_idle()  # answered before its body ended: idle from here
+
+    def _now_idle(self) -> None:
+        """Between requests: evictable first, and closed after the keep-alive time (the
+        body's bytes had cancelled uvicorn's keep-alive timer)."""
+        if self.transport.is_closing() or self.pipeline:
+            return
+        self.guard.idle[self] = None
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -211,10 +230,16 @@ class GuardedProtocol(HttpToolsProtocol):
         self.transport.abort()  # connection_lost follows: the response ends as a hang-up
 
     def on_response_complete(self) -> None:
-        self.guard.reading.pop(self, None)  # answered (a 401 needs no body): nothing is late
         super().on_response_complete()
-        if not self.transport.is_closing() and not self.pipeline:
-            self.guard.idle[self] = None  # kept alive, waiting for the next request
+        if not self._in_message:
+            self._now_idle()  # kept alive, waiting for the next request
+
+    def _body_late(self) -> None:
+        """Its body is late: a 408, unless it was answered already (a 401 needs no body),
+        then the connection just closes."""
+        self.guard.shed("body_timeout")
+        answered = self.cycle is not None and self.cycle.response_complete
+        self._close_with(b"" if answered else _SLOW_BODY)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._stalled is not None:

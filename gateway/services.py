@@ -10,6 +10,7 @@ process.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,9 @@ from gateway.store.base import InMemoryStore, RegistryStore
 from gateway.store.cache import RegistryCache
 from gateway.store.redis_store import RedisStore
 from gateway.upstream import Upstream
+
+
+log = logging.getLogger("gateway")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,12 @@ class Services:
                 "hashed with"
             )
         stored = registry.pepper_fingerprint
+        if registry.has_keys and stored is None:
+            log.warning(
+                "the registry's keys record no pepper_fingerprint: a wrong LGW_KEY_PEPPER "
+                "would refuse every key unnoticed (add the line `lora-gateway keys new` "
+                "prints to the policy files)"
+            )
         if registry.has_keys and stored is not None and stored != keys.fingerprint(self.pepper):
             raise StartRefused(
                 "LGW_KEY_PEPPER is not the pepper the stored API keys were hashed with "

@@ -58,12 +58,16 @@ def parse_entry(text: str) -> Entry:
     text = text.strip().lower()
     where, number, has_port = text, "", False
     if text.startswith("["):
-        where, _, rest = text[1:].partition("]")
-        number, has_port = rest.removeprefix(":"), rest.startswith(":")
+        where, bracket, rest = text[1:].partition("]")
+        if not bracket:
+            raise ValueError(f"no closing ']' in allowlist entry {text!r}")
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"text after ']' in allowlist entry {text!r}")
+        number, has_port = rest.removeprefix(":"), bool(rest)
     elif text.count(":") == 1:
         where, _, number = text.partition(":")
         has_port = True
-    port = int(number) if number.isdigit() else None
+    port = int(number) if number.isascii() and number.isdigit() else None
     if has_port and (port is None or not 0 < port < 65536):
         raise ValueError(f"no valid port in allowlist entry {text!r}")
     if "/" in where:

@@ -36,6 +36,10 @@ _JSON = {
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 """Largest non-streamed body read from a backend; more is a protocol violation."""
 
+_FAIR_READS = 64
+"""Reads without an event between two turns given to the event loop (a backend sending
+nothing but keep-alive comments, as fast as it can, would otherwise hold the loop)."""
+
 DRAIN_SECONDS = 1.0
 """How long the end of a finished stream's body may lag its ``[DONE]`` event."""
 
@@ -157,12 +161,16 @@ class EventStream:
         self._deadline = self._loop.time() + self._idle  # the wait for an event starts
         self._reading = True
         try:
+            reads = 0
             while not self._pending:
                 chunk = await self._response.content.readany()
                 if not chunk:
                     self._raise_if_expired()
                     return None
                 self._pending.extend(self._decoder.feed(chunk))
+                reads += 1
+                if reads % _FAIR_READS == 0:  # reads of comments only, already buffered,
+                    await asyncio.sleep(0)  # never suspend: give the loop a turn
         except TRANSPORT_FAILURES:
             self._raise_if_expired()
             raise

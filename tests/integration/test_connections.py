@@ -267,3 +267,20 @@ def test_a_slow_body_after_quick_headers_gets_a_408_and_is_closed(tmp_path: Path
                 answer += chunk
         assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
         assert b"body did not arrive" in answer
+
+
+def test_an_early_answer_is_the_only_answer_when_the_body_comes_after_it(tmp_path: Path) -> None:
+    """A 401 needs no body; the body that follows it in its own packet is the end of that
+    request, not the start of a late next one: no stray 408 ever follows the 401."""
+    with gateway(tmp_path, header_timeout_seconds="1", keepalive_seconds="2") as (_, port):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: g\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 20\r\n\r\n"
+            )
+            answer = sock.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 401 ")
+            sock.sendall(b'{"model": "x"}      ')  # the 20 promised bytes, after the answer
+            while chunk := sock.recv(4096):  # until the gateway closes (keep-alive)
+                answer += chunk
+        assert answer.count(b"HTTP/1.1 ") == 1, answer

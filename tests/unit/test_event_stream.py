@@ -81,3 +81,32 @@ def test_keep_alive_comments_do_not_reset_the_idle_timeout() -> None:
         assert backend.closed
 
     asyncio.run(asyncio.wait_for(scenario(), timeout=10))
+
+
+def test_a_backend_sending_only_comments_never_holds_the_event_loop() -> None:
+    """Comments already buffered are read without a pause; the stream still lets other
+    tasks run while it looks through them for an event."""
+
+    async def scenario() -> int:
+        backend = Backend()
+        stream = _stream(backend, idle=30)
+        for _ in range(1000):
+            backend.chunks.put_nowait(b":\n\n")
+        backend.chunks.put_nowait(EVENT)
+        turns = 0
+
+        async def other() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        bystander = asyncio.get_running_loop().create_task(other())
+        await asyncio.sleep(0)  # it starts
+        started = turns
+        assert await stream.next() == b'{"x":1}'
+        bystander.cancel()
+        stream.close(finished=True)
+        return turns - started
+
+    assert asyncio.run(scenario()) > 0

@@ -112,7 +112,10 @@ def test_only_speakable_replicas_are_ever_contacted(url: str, expected: bool) ->
 
 @pytest.mark.parametrize(
     "entry",
-    ["host:0", "host:70000", "10.0.0.0/33", "[fd00::/8]:x", "tgi:80:80", "10.0.0.0/8:", "a b"],
+    [
+        *("host:0", "host:70000", "10.0.0.0/33", "[fd00::/8]:x", "tgi:80:80", "10.0.0.0/8:"),
+        *("a b", "[::1]junk", "[fd00::1]8080", "[::1", "tgi:\u0668\u0660"),
+    ],
 )
 def test_a_malformed_entry_fails_the_settings_at_start(entry: str) -> None:
     with pytest.raises(ValidationError, match="upstream_allow"):
