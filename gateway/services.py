@@ -32,7 +32,6 @@ from gateway.store.cache import RegistryCache
 from gateway.store.redis_store import RedisStore
 from gateway.upstream import Upstream
 
-
 log = logging.getLogger("gateway")
 
 
