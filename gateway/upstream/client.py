@@ -36,9 +36,12 @@ _JSON = {
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 """Largest non-streamed body read from a backend; more is a protocol violation."""
 
-_FAIR_READS = 64
-"""Reads without an event between two turns given to the event loop (a backend sending
-nothing but keep-alive comments, as fast as it can, would otherwise hold the loop)."""
+_FAIR_STEPS = 64
+"""Events handed out and reads made between two turns given to the event loop. Neither
+suspends when the data is already buffered: a fast backend relayed to a client whose
+writes cost nothing (it left: they are dropped), or one sending nothing but keep-alive
+comments, would otherwise hold the loop, starving every other request and the watch
+for the hang-up."""
 
 DRAIN_SECONDS = 1.0
 """How long the end of a finished stream's body may lag its ``[DONE]`` event."""
@@ -147,6 +150,7 @@ class EventStream:
         self._timer: asyncio.TimerHandle | None = None
         self._reading = False
         self._expired = False
+        self._steps = 0
 
     @property
     def ready(self) -> bool:
@@ -156,21 +160,25 @@ class EventStream:
     async def next(self) -> bytes | None:
         """The next payload, or ``None`` once the upstream closed the stream; an
         ``UpstreamTimeout`` when no event came within the idle timeout."""
+        self._steps += 1
+        if self._steps == _FAIR_STEPS:  # (see _FAIR_STEPS)
+            self._steps = 0
+            await asyncio.sleep(0)
         if self._pending:
             return self._pending.popleft()
         self._deadline = self._loop.time() + self._idle  # the wait for an event starts
         self._reading = True
         try:
-            reads = 0
             while not self._pending:
                 chunk = await self._response.content.readany()
                 if not chunk:
                     self._raise_if_expired()
                     return None
                 self._pending.extend(self._decoder.feed(chunk))
-                reads += 1
-                if reads % _FAIR_READS == 0:  # reads of comments only, already buffered,
-                    await asyncio.sleep(0)  # never suspend: give the loop a turn
+                self._steps += 1
+                if self._steps == _FAIR_STEPS:
+                    self._steps = 0
+                    await asyncio.sleep(0)
         except TRANSPORT_FAILURES:
             self._raise_if_expired()
             raise

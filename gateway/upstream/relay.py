@@ -3,7 +3,6 @@ arrive, ending in ``[DONE]`` however the stream ends."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator, Callable
 
 from gateway.backends import ChunkRewriter, Dialect
@@ -13,10 +12,6 @@ from gateway.upstream.client import TRANSPORT_FAILURES, EventStream
 from gateway.upstream.sse import DONE, error_frames, frame
 
 _FAILED_MID_STREAM = "The connection to the model backend failed mid-stream."
-_FAIR_EVERY = 64
-"""Events relayed between two turns given to the event loop: a fast backend and a
-client whose writes cost nothing (it is gone: they are dropped) never suspend the relay
-otherwise, and it would starve every other request, and the watch for the hang-up."""
 _MALFORMED = "The model backend sent a malformed event."
 
 
@@ -51,7 +46,7 @@ async def relay(
     ``on_end(outcome, chunks relayed)`` runs on every ending, cancellation included
     (outcome: ``ok``, an error code, or ``client_disconnect``).
     """
-    outcome, relayed, reusable, turns = "client_disconnect", 0, False, 0
+    outcome, relayed, reusable = "client_disconnect", 0, False
     out: list[bytes] = []
     try:
         payload: bytes | None = first
@@ -68,9 +63,6 @@ async def relay(
             if out and not stream.ready:  # the next event needs a read: send what we have
                 yield b"".join(out)
                 out.clear()
-            turns += 1
-            if turns % _FAIR_EVERY == 0:
-                await asyncio.sleep(0)
             try:
                 payload = await stream.next()
             except GatewayError as exc:
