@@ -15,7 +15,7 @@ from gateway.errors import InvalidRequest, PermissionDenied
 from gateway.registry import Adapter, Pool, Registry, Team
 from gateway.registry.models import DATA_CLASSES, Caps, Problem
 from gateway.routing import Candidate
-from gateway.schemas import ChatRequest, OpenAIRequest, stop_chars
+from gateway.schemas import ChatRequest, OpenAIRequest
 from gateway.settings import Settings
 
 REASONS = (
@@ -54,7 +54,7 @@ class Ask:
                 bool(asked.logprobs) or asked.top_logprobs is not None,
             )
         prompts = [asked.prompt] if isinstance(asked.prompt, str) else asked.prompt
-        chars = sum(len(p) for p in prompts) + stop_chars(asked.stop)
+        chars = sum(len(p) for p in prompts) + asked.stop_chars
         return cls(asked.max_tokens, chars, len(prompts))
 
 

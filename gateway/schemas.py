@@ -56,6 +56,11 @@ class _Sampling(_Request):
         return [self.stop] if isinstance(self.stop, str) else self.stop
 
     @property
+    def stop_chars(self) -> int:
+        """The stop sequences' characters (they reach the backend too)."""
+        return sum(len(s) for s in self.stop_list or ())
+
+    @property
     def wants_usage(self) -> bool:
         """Whether the client asked for the usage chunk of a stream."""
         return self.stream_options is not None and self.stream_options.include_usage
@@ -92,7 +97,7 @@ class ChatRequest(_Sampling):
         an ``image_url``, a tool's description or a schema)."""
         extras = (self.tools, self.tool_choice, self.response_format)
         size = sum(len(dumps(value)) for value in extras if value is not None)
-        return size + sum(message_chars(m) for m in self.messages) + stop_chars(self.stop)
+        return size + sum(message_chars(m) for m in self.messages) + self.stop_chars
 
     @property
     def uses_tools(self) -> bool:
@@ -163,11 +168,6 @@ def _part_chars(part: dict[str, Any]) -> int:
         return len(dumps(part))
     rest = {k: v for k, v in part.items() if k not in ("type", "text")}
     return len(text) + (len(dumps(rest)) if rest else 0)
-
-
-def stop_chars(stop: str | list[str] | None) -> int:
-    """The stop sequences' characters."""
-    return len(stop) if isinstance(stop, str) else sum(len(s) for s in stop or ())
 
 
 def content_text(content: Any) -> str:

@@ -78,7 +78,8 @@ class Services:
 
     async def start(self) -> None:
         """Load the registry, open the upstream pool, start the limiter and the tally."""
-        await self.preflight()
+        if self.registry.snapshot is None:  # (the CLI runs the preflight before serving)
+            await self.preflight()
         await self.upstream.start()
         await self.accounting.start()
         await self.limiter.start()

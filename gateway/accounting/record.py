@@ -36,6 +36,7 @@ from gateway.routing import Route
 from gateway.schemas import OpenAIRequest
 from gateway.upstream import Ending
 
+_NO_PRICE = Price()  # frozen: one for every record, not a model built per request
 # Failures that happen before the backend generated anything: nothing to pay for.
 _NOTHING_GENERATED = (InvalidRequest, UpstreamUnavailable, UpstreamOverloaded)
 
@@ -117,7 +118,7 @@ class Record:
         self._started = time.perf_counter()
         self._first_token: float | None = None
         self._done = False
-        self._price = Price()
+        self._price = _NO_PRICE  # until routed
         self._grant: Grant | None = None
         self._estimate = 0
         self.team, self.task, self.adapter, self.pool = OTHER, OTHER, NONE, NONE
