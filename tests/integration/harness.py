@@ -163,6 +163,23 @@ def eventually(check: Callable[[], bool], what: str, timeout: float = PATIENCE) 
         time.sleep(0.02)  # polling a condition, bounded by the deadline
 
 
+def run_cli(*args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """``lora-gateway ARGS`` as a newcomer runs it: no ``LGW_*`` from this environment
+    but ``settings``, loopback on free ports unless ``settings`` say otherwise."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LGW_")}
+    env |= {"LGW_HOST": "127.0.0.1", "LGW_PORT": str(free_port())}
+    env |= {"LGW_ADMIN_PORT": str(free_port()), **settings}
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        check=False,
+    )
+
+
 def wait_ready(url: str, process: subprocess.Popen[str], timeout: float = PATIENCE) -> None:
     """Poll a readiness probe until it answers 200; fail if the process exits first."""
     deadline = time.monotonic() + timeout

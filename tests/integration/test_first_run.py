@@ -4,29 +4,14 @@ file is never committed by accident."""
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.integration.harness import Demo
+from tests.integration.harness import Demo, run_cli
 from tests.redis_servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("LGW_")}
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**clean, **env},
-        cwd=ROOT,
-        check=False,
-    )
 
 
 def _one_line(result: subprocess.CompletedProcess[str], starts: str) -> None:
@@ -42,7 +27,7 @@ def test_a_demo_on_a_taken_port_writes_nothing_and_says_why(tmp_path: Path) -> N
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = _run(
+        result = run_cli(
             "demo", "--port", str(port), "--admin-port", str(free_port()),
             "--keys-file", str(keys_file),
         )  # fmt: skip
@@ -52,7 +37,7 @@ def test_a_demo_on_a_taken_port_writes_nothing_and_says_why(tmp_path: Path) -> N
 
 
 def test_a_bad_redis_url_is_one_line(tmp_path: Path) -> None:
-    result = _run("serve", LGW_REDIS_URL="http://user:hunter2@127.0.0.1:6379")
+    result = run_cli("serve", LGW_REDIS_URL="http://user:hunter2@127.0.0.1:6379")
     _one_line(result, "cannot start: LGW_REDIS_URL is not a Redis URL")
     assert "hunter2" not in result.stderr
 
@@ -60,7 +45,7 @@ def test_a_bad_redis_url_is_one_line(tmp_path: Path) -> None:
 def test_an_unreachable_redis_is_one_line() -> None:
     port = free_port()  # nothing listens there
     env = {"LGW_REDIS_URL": f"redis://127.0.0.1:{port}", "LGW_PORT": str(free_port())}
-    result = _run("serve", **env, LGW_ADMIN_PORT=str(free_port()))
+    result = run_cli("serve", **env, LGW_ADMIN_PORT=str(free_port()))
     _one_line(result, "cannot start: Redis (LGW_REDIS_URL) failed")
 
 

@@ -4,9 +4,7 @@ it would serve (none, or another than the one that hashed them), and says so."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -16,8 +14,7 @@ from gateway.redis_client import connect
 from gateway.registry import ApiKey, Registry, Team
 from gateway.settings import Settings
 from gateway.store.redis_store import RedisStore
-from tests.integration.harness import ADMIN_TOKEN, PEPPER, Stack
-from tests.redis_servers import free_port
+from tests.integration.harness import ADMIN_TOKEN, PEPPER, Stack, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,25 +35,9 @@ def _seed(redis_url: str, pepper: bytes) -> None:
     asyncio.run(save())
 
 
-def _cli(*args: str, **settings: str) -> subprocess.CompletedProcess[str]:
-    """``lora-gateway ARGS`` with only ``settings`` (``LGW_*``) from the environment."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LGW_")}
-    env |= {"LGW_HOST": "127.0.0.1", "LGW_PORT": str(free_port())}
-    env |= {"LGW_ADMIN_PORT": str(free_port()), **settings}
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=ROOT,
-        check=False,
-    )
-
-
 def _serve(redis_url: str, pepper: str | None) -> subprocess.CompletedProcess[str]:
     peppered = {"LGW_KEY_PEPPER": pepper} if pepper is not None else {}
-    return _cli("serve", LGW_REDIS_URL=redis_url, **peppered)
+    return run_cli("serve", LGW_REDIS_URL=redis_url, **peppered)
 
 
 def test_serve_refuses_a_store_whose_keys_another_pepper_hashed(redis_url: str) -> None:
@@ -103,7 +84,7 @@ def _files(tmp_path: Path, pepper: bytes) -> Path:
 
 def test_serve_refuses_policy_files_whose_keys_another_pepper_hashed(tmp_path: Path) -> None:
     files = str(_files(tmp_path, b"the files' pepper"))
-    result = _cli("serve", LGW_POLICIES=files, LGW_KEY_PEPPER="another pepper")
+    result = run_cli("serve", LGW_POLICIES=files, LGW_KEY_PEPPER="another pepper")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("cannot start: LGW_KEY_PEPPER")
 
@@ -114,7 +95,9 @@ def test_policies_apply_records_the_pepper_and_refuses_another(
     files = _files(tmp_path, b"the deployment's pepper")
 
     def apply(pepper: str) -> subprocess.CompletedProcess[str]:
-        return _cli("policies", "apply", str(files), LGW_REDIS_URL=redis_url, LGW_KEY_PEPPER=pepper)
+        return run_cli(
+            "policies", "apply", str(files), LGW_REDIS_URL=redis_url, LGW_KEY_PEPPER=pepper
+        )
 
     assert apply("the deployment's pepper").returncode == 0
     refused = apply("another pepper")
