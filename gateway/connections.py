@@ -76,8 +76,8 @@ _BUSY = _response(ServerBusy("The gateway has too many open connections; retry."
 
 
 class ConnectionGuard:
-    """One plane's connections: how many are open, and, oldest first, those idle between
-    requests, waiting for headers, or waiting for a body."""
+    """One plane's connections, oldest first: those idle between requests, waiting for
+    headers, or waiting for a body (how many are open, uvicorn counts already)."""
 
     def __init__(
         self,
@@ -92,7 +92,6 @@ class ConnectionGuard:
         self.header_timeout, self.body_timeout = header_timeout, body_timeout
         self.write_timeout = write_timeout
         self._shed = metrics.connections_shed
-        self.open = 0
         self.peak = 0
         """Most connections open since memory was last given back."""
         self.waiting: dict[GuardedProtocol, float] = {}
@@ -105,17 +104,15 @@ class ConnectionGuard:
         self.reading: dict[GuardedProtocol, float] = {}
         """Requests whose headers arrived and whose body has not, since when."""
 
-    def opened(self) -> None:
-        """One more connection."""
-        self.open += 1
-        self.peak = max(self.peak, self.open)
+    def opened(self, open_now: int) -> None:
+        """One more connection, ``open_now`` in all."""
+        self.peak = max(self.peak, open_now)
 
-    def closed(self, loop: asyncio.AbstractEventLoop) -> None:
+    def closed(self, open_now: int, loop: asyncio.AbstractEventLoop) -> None:
         """One connection less; after a flood has mostly closed, give memory back (soon,
         once: the closing connections' own callbacks run first)."""
-        self.open -= 1
-        if self.peak >= FLOOD and self.open <= self.peak // 4:
-            self.peak = self.open
+        if self.peak >= FLOOD and open_now <= self.peak // 4:
+            self.peak = open_now
             loop.call_later(1.0, _release_memory)
 
     def watch(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -159,8 +156,8 @@ class GuardedProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         guard = self.guard
         guard.watch(self.loop)
-        guard.opened()
-        if guard.open > guard.limit and not self._make_room():
+        guard.opened(len(self.connections))  # uvicorn's set of this server's connections
+        if len(self.connections) > guard.limit and not self._make_room():
             guard.shed("connection_limit")
             self._close_with(_BUSY)
             return
@@ -247,8 +244,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self.guard.idle.pop(self, None)
         self.guard.reading.pop(self, None)
         self._headers_arrived()
-        self.guard.closed(self.loop)
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # (which takes it out of ``self.connections``)
+        self.guard.closed(len(self.connections), self.loop)
 
     def _await_headers(self) -> None:
         self.guard.waiting[self] = self.loop.time()
