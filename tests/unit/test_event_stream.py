@@ -4,6 +4,7 @@ spent elsewhere (a slow client), and keep-alive comments do not reset it."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import cast
 
 import aiohttp
@@ -85,6 +86,24 @@ def test_keep_alive_comments_do_not_reset_the_idle_timeout() -> None:
     asyncio.run(asyncio.wait_for(scenario(), timeout=10))
 
 
+async def _turns_of_others(work: Awaitable[None]) -> int:
+    """How many turns another task got while ``work`` ran."""
+    turns = 0
+
+    async def other() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    bystander = asyncio.get_running_loop().create_task(other())
+    await asyncio.sleep(0)  # it starts
+    started = turns
+    await work
+    bystander.cancel()
+    return turns - started
+
+
 def test_a_backend_sending_only_comments_never_holds_the_event_loop() -> None:
     """Comments already buffered are read without a pause; the stream still lets other
     tasks run while it looks through them for an event."""
@@ -95,21 +114,13 @@ def test_a_backend_sending_only_comments_never_holds_the_event_loop() -> None:
         for _ in range(1000):
             backend.chunks.put_nowait(b":\n\n")
         backend.chunks.put_nowait(EVENT)
-        turns = 0
 
-        async def other() -> None:
-            nonlocal turns
-            while True:
-                turns += 1
-                await asyncio.sleep(0)
+        async def read() -> None:
+            assert await stream.next() == b'{"x":1}'
 
-        bystander = asyncio.get_running_loop().create_task(other())
-        await asyncio.sleep(0)  # it starts
-        started = turns
-        assert await stream.next() == b'{"x":1}'
-        bystander.cancel()
+        turns = await _turns_of_others(read())
         stream.close(finished=True)
-        return turns - started
+        return turns
 
     assert asyncio.run(scenario()) > 0
 
@@ -122,21 +133,14 @@ def test_events_already_at_hand_never_hold_the_event_loop() -> None:
         backend = Backend()
         stream = _stream(backend, idle=30)
         backend.chunks.put_nowait(EVENT * 1000)
-        turns = 0
-
-        async def other() -> None:
-            nonlocal turns
-            while True:
-                turns += 1
-                await asyncio.sleep(0)
-
-        bystander = asyncio.get_running_loop().create_task(other())
         assert await stream.next() == b'{"x":1}'  # the one read: all 1000 are at hand now
-        started = turns
-        for _ in range(999):
-            assert await stream.next() == b'{"x":1}'
-        bystander.cancel()
+
+        async def read_the_rest() -> None:
+            for _ in range(999):
+                assert await stream.next() == b'{"x":1}'
+
+        turns = await _turns_of_others(read_the_rest())
         stream.close(finished=True)
-        return turns - started
+        return turns
 
     assert asyncio.run(scenario()) > 0
